@@ -50,7 +50,7 @@ pass_ctx = click.make_pass_decorator(Ctx)
 
 def format_option(f: F) -> F:
     return click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-                        show_default=True, help="Output format.")(f)  # type: ignore[return-value]
+                        show_default=True, help="Output format.")(f)
 
 
 def target_option(multiple: bool = False, required: bool = False) -> Callable[[F], F]:
@@ -59,13 +59,13 @@ def target_option(multiple: bool = False, required: bool = False) -> Callable[[F
                             multiple=multiple, required=required,
                             help="Target name (targets/<name>.toml)." +
                             (" Repeat for several; default: the series' targets." if multiple
-                             else ""))(f)  # type: ignore[return-value]
+                             else ""))(f)
     return deco
 
 
 def version_option(f: F) -> F:
     return click.option("-v", "--version", "revision", type=click.IntRange(1, 999), default=None,
-                        help="Series revision (default: the newest fetched).")(f)  # type: ignore[return-value]
+                        help="Series revision (default: the newest fetched).")(f)
 
 
 def interactive() -> bool:

@@ -1,0 +1,5 @@
+"""``python -m patchflow``."""
+
+from patchflow.cli import main
+
+main()
