@@ -1,0 +1,114 @@
+"""The state database: transactions, concurrent writers, killed writers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from patchflow.result import StageResult, Status
+from patchflow.state import State
+
+
+def _version(msgid: str, fp: str = "f1") -> dict[str, object]:
+    return {"revision": 1, "msgid": msgid, "fingerprint": fp, "posted": "2026-11-01T00:00:00Z"}
+
+
+def _patches(n: int) -> list[dict[str, object]]:
+    return [{"idx": i, "total": n, "subject": f"p{i}", "author": "a", "msgid": f"{i}@x",
+             "patch_id": f"{i:040x}"} for i in range(1, n + 1)]
+
+
+def test_store_version_is_idempotent(tmp_path: Path) -> None:
+    with State(tmp_path / "s.db") as st:
+        vid, changed = st.store_version("s", "t", _version("a@x"), _patches(3))
+        assert changed
+        vid2, changed2 = st.store_version("s", "t", _version("a@x"), _patches(3))
+        assert (vid2, changed2) == (vid, False)
+        # same posting, new content (a trailer arrived): replaced, not duplicated
+        vid3, changed3 = st.store_version("s", "t", _version("a@x", "f2"), _patches(3))
+        assert changed3
+        assert len(st.versions("s")) == 1
+        assert len(st.patches(vid3)) == 3
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    with State(tmp_path / "s.db") as st:
+        bad = _patches(3)
+        bad[2]["idx"] = 1  # violates UNIQUE(version_id, idx) after two rows went in
+        with pytest.raises(sqlite3.IntegrityError):
+            st.store_version("s", "t", _version("a@x"), bad)
+        assert st.versions("s") == []
+        assert st.db.execute("SELECT count(*) FROM patches").fetchone()[0] == 0
+
+
+def test_concurrent_writers_serialise(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    State(path).close()
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            with State(path) as st:
+                for i in range(25):
+                    st.store_version("s", "t", _version(f"{n}-{i}@x"), _patches(4))
+                    st.record(StageResult("build", Status.PASS, "ok", target=f"t{n}"), series="s")
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with State(path) as st:
+        assert st.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert st.db.execute("SELECT count(*) FROM versions").fetchone()[0] == 100
+        assert st.db.execute("SELECT count(*) FROM patches").fetchone()[0] == 400
+        assert len(st.results(limit=1000)) == 100
+
+
+def test_process_killed_inside_a_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    State(path).close()
+    code = textwrap.dedent(f"""
+        import os, sys, time
+        from pathlib import Path
+        from patchflow.state import State
+        st = State(Path({str(path)!r}))
+        with st.tx() as db:
+            db.execute("INSERT INTO series (name, title, created) VALUES ('half', '', 0)")
+            print("inside", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ})
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "inside"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with State(path) as st:
+        assert st.series_names() == []
+        st.ensure_series("after", "")  # the lock is gone with the process
+        assert st.series_names() == ["after"]
+
+
+def test_results_and_samples(tmp_path: Path) -> None:
+    with State(tmp_path / "s.db") as st:
+        rid = st.record(StageResult("bench", Status.PASS, "improved", duration=3.5, target="t",
+                                    details={"verdict": "improved"}),
+                        series="s", revision=2, input_hash="h1",
+                        samples=[("base", 0, "bogo_ops_s", 10.0), ("patched", 0, "bogo_ops_s", 12.0)])
+        last = st.last_result(series="s", target="t", stage="bench", input_hash="h1")
+        assert last is not None and last["id"] == rid and last["details"]["verdict"] == "improved"
+        assert st.last_result(series="s", target="t", stage="bench", input_hash="other") is None
+        assert st.samples(rid) == [("base", 0, "bogo_ops_s", 10.0),
+                                   ("patched", 0, "bogo_ops_s", 12.0)]
