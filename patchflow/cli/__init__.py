@@ -31,6 +31,7 @@ Exit codes:
 COMMANDS: dict[str, tuple[str, str]] = {
     # name: (module, short help)
     "doctor": ("patchflow.cli.doctor", "Check the host tools each stage needs."),
+    "demo": ("patchflow.cli.demo", "Run the offline demo on the embedded default."),
     "series": ("patchflow.cli.series", "Fetch and track patch series from lore."),
     "backport": ("patchflow.cli.backport", "Apply a series version onto a target branch."),
     "rebase": ("patchflow.cli.backport", "Re-apply a stored backport after a branch or series moved."),

@@ -1,0 +1,32 @@
+"""``patchflow demo``: the offline demo on the embedded default."""
+
+from __future__ import annotations
+
+import click
+
+from patchflow.cli.options import Ctx, emit_json, format_option, pass_ctx
+
+
+@click.command("demo")
+@click.option("--series", "name", default="batch-tlb-flush-demo", show_default=True,
+              help="A series with a threads folder to publish into the local mirror.")
+@format_option
+@pass_ctx
+def demo_cmd(ctx: Ctx, name: str, fmt: str) -> None:
+    """Run the offline demo: local lore mirror, b4 fetch, version diff, and the
+    kernel stages that are available (see README "What works today")."""
+    from patchflow import demo
+    from patchflow.result import exit_code
+
+    def say(msg: str) -> None:
+        if fmt == "text":
+            click.echo(msg)
+
+    results = demo.run(ctx.ws, ctx.state, name, say)
+    if fmt == "json":
+        emit_json([r.to_json() for r in results])
+    else:
+        click.echo("")
+        for r in results:
+            click.echo(f"{r.stage:<14} {r.status.value.upper():<6} {r.duration:7.1f}s  {r.summary}")
+    raise SystemExit(exit_code(r.status for r in results))

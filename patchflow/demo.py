@@ -1,0 +1,81 @@
+"""The offline demo: everything patchflow does, on parts that exist on this machine.
+
+lore is unreachable from the offline machines, so the demo publishes the
+demo series' threads (``series/<name>/vN.mbox``) into a local public-inbox
+mirror on loopback and fetches them with b4 exactly as it would from lore.
+Later steps run the stages that need kernel trees (Debian-built), builds and
+QEMU.  Each step reports a :class:`~patchflow.result.StageResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from patchflow.config import SeriesConfig
+from patchflow.errors import PatchflowError, UserError
+from patchflow.mirror import LocalLore
+from patchflow.result import StageResult, Status, measure
+from patchflow.state import State
+from patchflow.workspace import Workspace
+
+DEMO_SERIES = "batch-tlb-flush-demo"
+
+Say = Callable[[str], None]
+
+
+def thread_files(ws: Workspace, cfg: SeriesConfig) -> list[Path]:
+    if cfg.threads is None:
+        raise UserError(f"{cfg.path}: series has no 'threads' folder to publish")
+    folder = ws.config.series_dir / cfg.threads
+    files = sorted(folder.glob("v*.mbox"))
+    if not files:
+        raise UserError(f"no v*.mbox threads in {folder}")
+    return files
+
+
+def publish(ws: Workspace, cfg: SeriesConfig, say: Say) -> LocalLore:
+    """Start (or reuse) the workspace's local lore and deliver the series' threads."""
+    mirror = LocalLore(ws.root / "lore", "linux-mm", cfg.list_address or "linux-mm@kvack.org")
+    mirror.init()
+    for f in thread_files(ws, cfg):
+        n = mirror.inject_mbox(f)
+        say(f"published {f.name}: {n} messages")
+    mirror.start()
+    say(f"local lore mirror at {mirror.url}")
+    return mirror
+
+
+def run(ws: Workspace, state: State, name: str, say: Say) -> list[StageResult]:
+    from patchflow import series
+
+    cfg = ws.config.series(name)
+    results: list[StageResult] = []
+    with measure() as sw:
+        mirror = publish(ws, cfg, say)
+    results.append(StageResult("mirror", Status.PASS, f"serving {mirror.url}", sw.elapsed))
+    try:
+        with measure() as sw:
+            try:
+                report = series.fetch(ws, state, name, check_newer=True, mirror=mirror.midmask,
+                                      progress=say)
+                fetched = state.versions(name)
+                res = StageResult("fetch", Status.PASS,
+                                  f"{len(fetched)} postings of {name} stored with b4 "
+                                  f"({'; '.join(report.notes) or 'no notes'})", sw.elapsed,
+                                  details=report.to_json())
+            except PatchflowError as exc:
+                res = StageResult("fetch", Status.ERROR, str(exc), sw.elapsed)
+        results.append(res)
+        revs = sorted({v.revision for v in state.versions(name)})
+        if len(revs) >= 2:
+            entries = series.diff_versions(ws, state, name, revs[-2], revs[-1])
+            text = series.format_range_diff(entries, revs[-2], revs[-1])
+            say(f"range-diff v{revs[-2]}..v{revs[-1]}:\n{text}")
+            results.append(StageResult("series-diff", Status.PASS,
+                                       f"{sum(e.mark != '=' for e in entries)} of {len(entries)} "
+                                       f"patches changed between v{revs[-2]} and v{revs[-1]}",
+                                       details={"entries": [e.to_json() for e in entries]}))
+    finally:
+        mirror.stop()
+    return results
