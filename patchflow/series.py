@@ -434,7 +434,8 @@ def _store(ws: Workspace, state: State, name: str, title: str, posting: Posting,
 
 def fetch(ws: Workspace, state: State, what: str, *, revision: int | None = None,
           check_newer: bool = False, allow_partial: bool = False, mirror: str | None = None,
-          name: str | None = None, progress: Progress | None = None) -> FetchReport:
+          name: str | None = None, timeout: float | None = None,
+          progress: Progress | None = None) -> FetchReport:
     """Fetch a tracked series (by name) or any thread (by message-id) and store it."""
     say = progress or (lambda _m: None)
     cfg: SeriesConfig | None = None
@@ -460,7 +461,7 @@ def fetch(ws: Workspace, state: State, what: str, *, revision: int | None = None
     title = cfg.title if cfg else ""
     for rev, msgid in jobs:
         say(f"fetching v{rev if rev else '?'} {msgid}")
-        posting, _log = fetch_posting(ws, msgid, revision=rev, mirror=mirror)
+        posting, _log = fetch_posting(ws, msgid, revision=rev, mirror=mirror, timeout=timeout)
         if rev is not None and cfg is not None and posting.revision != rev:
             report.notes.append(f"{msgid}: listed as v{rev} in {cfg.path} but b4 found "
                                 f"v{posting.revision}")
@@ -477,7 +478,8 @@ def fetch(ws: Workspace, state: State, what: str, *, revision: int | None = None
                      default=None)
         if newest is not None:
             say(f"checking for revisions newer than v{newest.revision}")
-            posting, _log = fetch_posting(ws, newest.msgid, check_newer=True, mirror=mirror)
+            posting, _log = fetch_posting(ws, newest.msgid, check_newer=True, mirror=mirror,
+                                          timeout=timeout)
             if posting.revision > newest.revision:
                 row, changed = _store(ws, state, report.series, title, posting, allow_partial)
                 report.newer.append(posting.revision)

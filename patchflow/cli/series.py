@@ -25,10 +25,12 @@ def series_cmd() -> None:
               help="Mirror URL mask, e.g. http://127.0.0.1:8080/linux-mm/%s "
                    "[default: workspace config lore.midmask, else lore].")
 @click.option("--name", help="Series name when fetching by message-id [default: from subject].")
+@click.option("--timeout", type=click.IntRange(1, 3600),
+              help="Seconds one b4 run may take [default: workspace lore.timeout, 60].")
 @format_option
 @pass_ctx
 def fetch(ctx: Ctx, what: str, revision: int | None, check_newer: bool, allow_partial: bool,
-          mirror: str | None, name: str | None, fmt: str) -> None:
+          mirror: str | None, name: str | None, timeout: int | None, fmt: str) -> None:
     """Fetch a tracked series by NAME (series/NAME.toml) or any thread by MSGID.
 
     Fetching again is idempotent.  Exit 2 when the mirror cannot be reached,
@@ -46,12 +48,13 @@ def fetch(ctx: Ctx, what: str, revision: int | None, check_newer: bool, allow_pa
         with Console(stderr=True).status("fetching from lore...") as status:
             report = series.fetch(ctx.ws, ctx.state, what, revision=revision,
                                   check_newer=check_newer, allow_partial=allow_partial,
-                                  mirror=mirror, name=name,
+                                  mirror=mirror, name=name, timeout=timeout,
                                   progress=lambda m: status.update(m))
     else:
         report = series.fetch(ctx.ws, ctx.state, what, revision=revision,
                               check_newer=check_newer, allow_partial=allow_partial,
-                              mirror=mirror, name=name, progress=progress)
+                              mirror=mirror, name=name, timeout=timeout,
+                              progress=progress)
     if fmt == "json":
         emit_json(report.to_json())
         return

@@ -219,3 +219,22 @@ def test_killed_fetch_leaves_no_half_rows(lore: LocalLore, series_dir: Path) -> 
         db.close()
     rc, out = _invoke(["series", "fetch", "fixture", "--mirror", lore.midmask])
     assert rc == 0, out
+
+
+def test_silent_mirror_times_out() -> None:
+    """A mirror that accepts the connection and never answers: a timeout, named as such."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    try:
+        start = time.monotonic()
+        rc, out = _invoke(["series", "fetch", "a@example.com", "--timeout", "3",
+                           "--mirror", f"http://127.0.0.1:{port}/x/%s"])
+        assert rc == 2, out
+        assert "lore mirror timed out after 3s" in out
+        assert time.monotonic() - start < 30
+    finally:
+        srv.close()
