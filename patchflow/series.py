@@ -28,6 +28,7 @@ from patchflow import runner
 from patchflow.config import SeriesConfig, check_msgid
 from patchflow.errors import CommandTimeout, MirrorError, NotFound, SeriesError, UserError
 from patchflow.mirror import split_mbox
+from patchflow.result import StageResult
 from patchflow.state import PatchRow, State, VersionRow
 from patchflow.workspace import Workspace, atomic_write
 
@@ -362,7 +363,10 @@ Progress = Callable[[str], None]
 
 
 def _mirror(ws: Workspace, override: str | None) -> str:
-    return override or ws.settings.lore.midmask or ""
+    """--mirror, else $PATCHFLOW_MIRROR (the demo's local lore), else the workspace config."""
+    import os
+
+    return override or os.environ.get("PATCHFLOW_MIRROR") or ws.settings.lore.midmask or ""
 
 
 def fetch_posting(ws: Workspace, msgid: str, *, revision: int | None = None,
@@ -654,3 +658,41 @@ def to_json(rows: Sequence[VersionRow], state: State) -> list[dict[str, Any]]:
                     "fetched": datetime.fromtimestamp(r.fetched, UTC).isoformat(),
                     "patches": [json.loads(json.dumps(p.__dict__)) for p in state.patches(r.id)]})
     return out
+
+
+def gate_check_newer(ws: Workspace, state: State, cfg: SeriesConfig, revision: int | None,
+                     target: object | None, *, log: Path, **_extra: Any) -> StageResult:
+    """Gate stage: fetch every known version, then ask the mirror for newer ones.
+
+    PASS when the gated revision is the newest; WARN when a newer revision
+    exists on the list (the gate still runs on what was asked for); ERROR
+    when the mirror cannot be reached or the series cannot be fetched.
+    """
+    from patchflow.errors import PatchflowError
+    from patchflow.result import Status, measure
+
+    with measure() as sw:
+        try:
+            report = fetch(ws, state, cfg.name, check_newer=True,
+                           progress=lambda m: _append(log, m))
+        except PatchflowError as exc:
+            _append(log, f"error: {exc}")
+            return StageResult("check-newer", Status.ERROR, str(exc), sw.elapsed)
+    revs = sorted({v.revision for v in state.versions(cfg.name)})
+    gated = revision if revision is not None else (revs[-1] if revs else None)
+    details = {**report.to_json(), "revisions": revs, "gated": gated}
+    for note in report.notes:
+        _append(log, note)
+    if report.newer or (gated is not None and revs and revs[-1] > gated):
+        return StageResult("check-newer", Status.WARN,
+                           f"v{revs[-1]} is newer than the gated v{gated}", sw.elapsed,
+                           details=details, log=str(log))
+    return StageResult("check-newer", Status.PASS,
+                       f"v{gated} is the newest revision ({len(revs)} known)", sw.elapsed,
+                       details=details, log=str(log))
+
+
+def _append(log: Path, line: str) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as fh:
+        fh.write(line.rstrip() + "\n")

@@ -238,3 +238,29 @@ def test_silent_mirror_times_out() -> None:
         assert time.monotonic() - start < 30
     finally:
         srv.close()
+
+
+def test_gate_check_newer_stage(lore: LocalLore, series_dir: Path, threads: lorefixtures.Fixtures,
+                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from patchflow.config import ConfigDir
+    from patchflow.result import Status
+    from patchflow.series import gate_check_newer
+    from patchflow.state import State
+    from patchflow.workspace import Workspace
+
+    monkeypatch.setenv("PATCHFLOW_MIRROR", lore.midmask)
+    ws = Workspace.open(tmp_path / "gws", series_dir)
+    cfg = ConfigDir(series_dir).series("fixture")
+    with State(ws.db_path) as st:
+        res = gate_check_newer(ws, st, cfg, None, None, log=tmp_path / "cn.log")
+        assert res.status is Status.PASS, res.summary
+        assert res.details["revisions"] == [1, 2]
+        for raw in threads.v3.messages:
+            lore.inject(raw)
+        res = gate_check_newer(ws, st, cfg, 2, None, log=tmp_path / "cn.log")
+        assert res.status is Status.WARN
+        assert res.summary == "v3 is newer than the gated v2"
+    monkeypatch.setenv("PATCHFLOW_MIRROR", "http://127.0.0.1:9/x/%s")
+    with State(ws.db_path) as st:
+        res = gate_check_newer(ws, st, cfg, 2, None, log=tmp_path / "cn.log")
+        assert res.status is Status.ERROR and "unreachable" in res.summary
