@@ -1,0 +1,374 @@
+"""Cut the patched functions out of a patched object, and klp-convert the .ko.
+
+:func:`extract` builds a new relocatable object holding only the changed
+functions (renamed ``__klp_new__<name>`` so the generated C can point
+``klp_func.new_func`` at them), the new helpers of the patch and the static
+functions they call that vmlinux no longer has because they were inlined.
+Read-only anonymous constants (string literals, constant pools) are copied;
+**existing data is never copied**: a reference to it, or to any function that
+vmlinux has, becomes an undefined symbol ``__klp_ref__<sympos>__<name>``
+unless vmlinux exports it.
+
+:func:`klp_convert` post-processes the module kbuild linked (modpost was told
+to let those undefined references through) the way klp-convert does: each
+``__klp_ref__`` symbol becomes ``.klp.sym.vmlinux.<name>,<sympos>`` with
+``SHN_LIVEPATCH`` and the relocations using it move to
+``.klp.rela.vmlinux.<section>`` sections flagged ``SHF_RELA_LIVEPATCH``
+(``Documentation/livepatch/module-elf-format.rst``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from patchflow.errors import UserError
+from patchflow.livepatch.elf import (
+    SHF_ALLOC,
+    SHF_EXECINSTR,
+    SHF_INFO_LINK,
+    SHF_RELA_LIVEPATCH,
+    SHF_WRITE,
+    SHN_ABS,
+    SHN_COMMON,
+    SHN_LIVEPATCH,
+    SHN_UNDEF,
+    SHT_NULL,
+    SHT_PROGBITS,
+    SHT_RELA,
+    SHT_STRTAB,
+    SHT_SYMTAB,
+    STB_GLOBAL,
+    STB_LOCAL,
+    STT_FUNC,
+    STT_NOTYPE,
+    STT_OBJECT,
+    STT_SECTION,
+    ElfObject,
+    Rela,
+    Section,
+    Symbol,
+)
+from patchflow.livepatch.kallsyms import VmlinuxSymbols
+
+KLP_REF = re.compile(r"^__klp_ref__(\d+)__(.+)$")
+NEW_PREFIX = "__klp_new__"
+#: sections whose entries for copied functions can simply be left out
+DROP_SECTIONS = re.compile(
+    r"^(?:__mcount_loc|__patchable_function_entries|\.discard\..*|\.note\..*|\.comment|"
+    r"\.eh_frame|\.debug_.*|\.BTF.*|\.orc_unwind.*|\.return_sites|\.call_sites|"
+    r"\.retpoline_sites|\.ibt_endbr_seal|\.initcall.*|\.init\..*|\.exit\..*|__ksymtab.*|"
+    # lock-prefix locations, only used to patch LOCK out on a uniprocessor boot
+    r"\.smp_locks|"
+    r"\.modinfo|\.export_symbol)$")
+#: tables whose entries for copied functions are copied too (entry size; 0 = one text reloc per entry)
+TABLES: dict[str, int] = {"__ex_table": 12, "__bug_table": 0}
+
+
+class ExtractionError(UserError):
+    """The patched functions reference something a live patch cannot carry."""
+
+
+def new_symbol(name: str) -> str:
+    return NEW_PREFIX + re.sub(r"\W", "_", name)
+
+
+@dataclass
+class Extracted:
+    obj: ElfObject
+    #: changed function -> its symbol in the extracted object
+    replaced: dict[str, str] = field(default_factory=dict)
+    copied: list[str] = field(default_factory=list)
+    klp_refs: list[str] = field(default_factory=list)
+    plain_refs: list[str] = field(default_factory=list)
+    dropped_tables: list[str] = field(default_factory=list)
+
+
+def extract(after: ElfObject, *, changed: list[str], new: list[str], new_data: list[str],
+            tu_file: str, vm: VmlinuxSymbols, exported: set[str]) -> Extracted:
+    """Build the object that carries *changed* and *new* functions of *after* (the patched TU)."""
+    sym_index = {s.name: i for i, s in enumerate(after.symbols)
+                 if s.type in (STT_FUNC, STT_OBJECT) and s.shndx not in (SHN_UNDEF, SHN_ABS)}
+    include: dict[int, None] = {}  # section indices to copy, ordered
+    work = [sym_index[n] for n in changed + new]
+    included_funcs: set[int] = set()
+    ext: dict[int, str] = {}  # after symbol index -> name of the undefined symbol to use
+    res = Extracted(obj=ElfObject([], []))
+    new_data_set = set(new_data)
+
+    def covering(shndx: int, off: int) -> int | None:
+        """The function/object a section-relative reference points into.
+
+        The addend of a PC-relative reference also holds the distance to the
+        end of the instruction (``addl $1, counter(%rip)`` has -5), so with
+        -fdata-sections the one symbol of the section is the answer, and
+        otherwise the last symbol starting at or before the offset.
+        """
+        cands = [(s.value, i) for i, s in enumerate(after.symbols)
+                 if s.shndx == shndx and s.type in (STT_FUNC, STT_OBJECT)]
+        if len(cands) == 1:
+            return cands[0][1]
+        below = [c for c in sorted(cands) if c[0] <= max(off, 0)]
+        return below[-1][1] if below else None
+
+    def external(i: int) -> str:
+        s = after.symbols[i]
+        if i in ext:
+            return ext[i]
+        if s.bind != STB_LOCAL and s.name in exported:
+            name = s.name
+            res.plain_refs.append(name)
+        else:
+            k = vm.find(s.name, file=tu_file, local=s.bind == STB_LOCAL, size=s.size or None)
+            if k is None:
+                if s.shndx == SHN_UNDEF:
+                    # not in vmlinux, not exported: e.g. a compiler helper; the loader reports it
+                    res.plain_refs.append(s.name)
+                    ext[i] = s.name
+                    return s.name
+                raise ExtractionError(f"{tu_file}: {s.name} is not in vmlinux")
+            name = f"__klp_ref__{vm.sympos(k)}__{s.name}"
+            res.klp_refs.append(f"{s.name},{vm.sympos(k)}")
+        ext[i] = name
+        return name
+
+    # remap[(after symbol index)] -> ("local", after_sym) | ("ext", name) | ("sec", shndx)
+    decisions: dict[int, tuple[str, object]] = {}
+
+    def decide(i: int, rtype: int, addend: int) -> tuple[int, int]:
+        """Returns the symbol index (in *after*) to keep and the possibly rebased addend."""
+        s = after.symbols[i]
+        if s.shndx in (SHN_UNDEF, SHN_COMMON):
+            decisions[i] = ("ext", external(i))
+            return i, addend
+        if s.shndx == SHN_ABS:
+            raise ExtractionError(f"{tu_file}: absolute symbol {s.name} referenced")
+        sec = after.sections[s.shndx]
+        if s.type in (STT_SECTION, STT_NOTYPE):
+            target = s.value + addend + (4 if rtype in (2, 4) else 0)
+            inner = covering(s.shndx, target)
+            if inner is not None and not (sec.flags & 0x20):
+                j, a = decide(inner, rtype, addend + s.value - after.symbols[inner].value)
+                return j, a
+            if sec.flags & SHF_WRITE:
+                raise ExtractionError(
+                    f"{tu_file}: patched code references anonymous writable data in {sec.name}")
+            include[s.shndx] = None  # a constant: string literals, constant pool
+            return i, addend
+        if s.type == STT_FUNC:
+            if s.name in changed or s.name in new or i in included_funcs:
+                include[s.shndx] = None
+                return i, addend
+            k = vm.find(s.name, file=tu_file, local=s.bind == STB_LOCAL, size=None)
+            if k is None and s.bind == STB_LOCAL:
+                work.append(i)  # inlined everywhere in vmlinux: carry our own copy
+                include[s.shndx] = None
+                return i, addend
+            decisions[i] = ("ext", external(i))
+            return i, addend
+        # data object
+        if s.name in new_data_set or (not (sec.flags & SHF_WRITE) and not vm.has(s.name)):
+            include[s.shndx] = None  # new data, or a constant table vmlinux folded away
+            return i, addend
+        decisions[i] = ("ext", external(i))
+        return i, addend
+
+    relas_out: dict[int, list[tuple[int, int, int, int]]] = {}
+    while work:
+        fi = work.pop()
+        if fi in included_funcs:
+            continue
+        included_funcs.add(fi)
+        shndx = after.symbols[fi].shndx
+        include[shndx] = None
+    # process every included section's relocations until no new section is pulled in
+    done: set[int] = set()
+    while True:
+        pending = [i for i in include if i not in done]
+        if not pending and not work:
+            break
+        while work:
+            fi = work.pop()
+            if fi not in included_funcs:
+                included_funcs.add(fi)
+                include[after.symbols[fi].shndx] = None
+        for shndx in pending:
+            done.add(shndx)
+            rows = []
+            for ri in after.rela_sections_for(shndx):
+                for r in after.relas(ri):
+                    j, a = decide(r.sym, r.type, r.addend)
+                    rows.append((r.offset, j, r.type, a))
+            relas_out[shndx] = rows
+
+    # special tables with entries that point into copied text
+    tables: dict[int, list[int]] = {}
+    for ri, rsec in enumerate(after.sections):
+        if rsec.type != SHT_RELA or rsec.info in include or rsec.info == 0:
+            continue
+        target = after.sections[rsec.info]
+        if target.flags & SHF_EXECINSTR or not target.flags & SHF_ALLOC:
+            continue  # callers that stay in vmlinux, and debug info
+        hits = [r for r in after.relas(ri) if after.symbols[r.sym].shndx in include
+                and after.sections[after.symbols[r.sym].shndx].flags & SHF_EXECINSTR]
+        if not hits:
+            continue
+        if DROP_SECTIONS.match(target.name):
+            continue
+        if target.name not in TABLES:
+            raise ExtractionError(
+                f"{tu_file}: {target.name} has entries for the patched code; "
+                "the native generator cannot carry them")
+        tables[rsec.info] = [ri]
+    table_sections: dict[int, tuple[bytes, list[tuple[int, int, int, int]]]] = {}
+    for shndx, (ri,) in tables.items():
+        sec = after.sections[shndx]
+        rel = sorted(after.relas(ri), key=lambda r: r.offset)
+        text_rel = [r for r in rel if after.sections[after.symbols[r.sym].shndx].flags & SHF_EXECINSTR
+                    and after.symbols[r.sym].shndx != SHN_UNDEF]
+        size = TABLES[sec.name] or (len(sec.data) // max(len({r.offset for r in rel
+                                                               if r in text_rel}) or 1, 1))
+        if sec.name == "__bug_table":
+            size = len(sec.data) // max(len(text_rel), 1)
+        keep = sorted({(r.offset // size) for r in rel
+                       if after.symbols[r.sym].shndx in include
+                       and after.sections[after.symbols[r.sym].shndx].flags & SHF_EXECINSTR})
+        data = b"".join(sec.data[e * size:(e + 1) * size] for e in keep)
+        rows = []
+        for r in rel:
+            e = r.offset // size
+            if e in keep:
+                j, a = decide(r.sym, r.type, r.addend)
+                rows.append((keep.index(e) * size + r.offset % size, j, r.type, a))
+        table_sections[shndx] = (data, rows)
+        # decide() may pull in more constants (the file name strings of __bug_table)
+    for shndx in [i for i in include if i not in done]:
+        rows = []
+        for ri in after.rela_sections_for(shndx):
+            for r in after.relas(ri):
+                j, a = decide(r.sym, r.type, r.addend)
+                rows.append((r.offset, j, r.type, a))
+        relas_out[shndx] = rows
+        done.add(shndx)
+
+    # ---- assemble the new object --------------------------------------------------
+    sections: list[Section] = [Section("", SHT_NULL, 0, b"")]
+    new_index: dict[int, int] = {}
+    for shndx in list(include) + list(table_sections):
+        src = after.sections[shndx]
+        data = table_sections[shndx][0] if shndx in table_sections else src.data
+        new_index[shndx] = len(sections)
+        sections.append(Section(src.name, src.type, src.flags, data, addralign=src.addralign,
+                                entsize=src.entsize, nobits_size=src.nobits_size))
+    symbols: list[Symbol] = [Symbol("", 0, 0, STB_LOCAL, 0, 0)]
+    sym_new: dict[int, int] = {}
+    for shndx, ni in new_index.items():
+        sym_new[-shndx - 1] = len(symbols)
+        symbols.append(Symbol("", 0, 0, STB_LOCAL, STT_SECTION, ni))
+    globals_: list[tuple[int, Symbol]] = []
+    for i, s in enumerate(after.symbols):
+        if s.shndx in new_index and s.type in (STT_FUNC, STT_OBJECT, STT_NOTYPE) and s.name:
+            if s.name in changed:
+                res.replaced[s.name] = new_symbol(s.name)
+                globals_.append((i, Symbol(new_symbol(s.name), s.value, s.size, STB_GLOBAL, s.type,
+                                           new_index[s.shndx], s.other)))
+            elif s.bind == STB_LOCAL or s.type == STT_NOTYPE:
+                sym_new[i] = len(symbols)
+                symbols.append(Symbol(s.name, s.value, s.size, STB_LOCAL, s.type,
+                                      new_index[s.shndx], s.other))
+                if s.type == STT_FUNC:
+                    res.copied.append(s.name)
+            else:
+                globals_.append((i, Symbol(s.name, s.value, s.size, s.bind, s.type,
+                                           new_index[s.shndx], s.other)))
+                if s.type == STT_FUNC:
+                    res.copied.append(s.name)
+    for i, sym in globals_:
+        sym_new[i] = len(symbols)
+        symbols.append(sym)
+    undef: dict[str, int] = {}
+    for i, (kind, name) in decisions.items():
+        if kind == "ext":
+            assert isinstance(name, str)
+            if name not in undef:
+                undef[name] = len(symbols)
+                symbols.append(Symbol(name, 0, 0, STB_GLOBAL, STT_NOTYPE, SHN_UNDEF))
+            sym_new[i] = undef[name]
+
+    def map_sym(j: int) -> int:
+        if j in sym_new:
+            return sym_new[j]
+        s = after.symbols[j]
+        if s.type == STT_SECTION and s.shndx in new_index:
+            return sym_new[-s.shndx - 1]
+        raise ExtractionError(f"{tu_file}: internal: no mapping for symbol {s.name or j}")
+
+    symtab_i = len(sections) + len(new_index)  # after the rela sections
+    rela_secs: list[Section] = []
+    for shndx, ni in new_index.items():
+        rows = table_sections[shndx][1] if shndx in table_sections else relas_out.get(shndx, [])
+        if not rows:
+            continue
+        relas = [Rela(off, map_sym(j), t, a) for off, j, t, a in rows]
+        rela_secs.append(Section(".rela" + sections[ni].name, SHT_RELA, SHF_INFO_LINK,
+                                 ElfObject.pack_relas(relas), link=0, info=ni, addralign=8,
+                                 entsize=24))
+    sections.extend(rela_secs)
+    symtab_i = len(sections)
+    for rs in rela_secs:
+        rs.link = symtab_i
+    sections.append(Section(".symtab", SHT_SYMTAB, 0, b"", link=symtab_i + 1, addralign=8,
+                            entsize=24))
+    sections.append(Section(".strtab", SHT_STRTAB, 0, b""))
+    sections.append(Section(".shstrtab", SHT_STRTAB, 0, b""))
+    sections.append(Section(".note.GNU-stack", SHT_PROGBITS, 0, b""))
+    res.obj = ElfObject(sections, symbols, machine=after.machine, flags=after.flags,
+                        ident=after.ident)
+    res.klp_refs = sorted(set(res.klp_refs))
+    res.plain_refs = sorted(set(res.plain_refs))
+    res.dropped_tables = sorted(after.sections[i].name for i in tables)
+    missing = [n for n in changed if n not in res.replaced]
+    if missing:
+        raise ExtractionError(f"{tu_file}: could not extract {', '.join(missing)}")
+    return res
+
+
+def klp_convert(ko: ElfObject, objname: str = "vmlinux") -> list[str]:
+    """Turn ``__klp_ref__`` undefined symbols of a linked .ko into livepatch symbols/relas.
+
+    Symbol indices do not move (the livepatch symbols were already global
+    and undefined), so the rest of the module keeps working.  Returns the
+    livepatch symbol names.
+    """
+    klp: set[int] = set()
+    names = []
+    for i, s in enumerate(ko.symbols):
+        m = KLP_REF.match(s.name)
+        if m and s.shndx == SHN_UNDEF:
+            s.name = f".klp.sym.{objname}.{m.group(2)},{m.group(1)}"
+            s.shndx = SHN_LIVEPATCH
+            s.bind = STB_GLOBAL
+            klp.add(i)
+            names.append(s.name)
+    if not klp:
+        return names
+    symtab_i = ko.symtab_index
+    new_secs: list[Section] = []
+    for sec in list(ko.sections):
+        if sec.type != SHT_RELA or sec.flags & SHF_RELA_LIVEPATCH:
+            continue
+        idx = ko.sections.index(sec)
+        relas = ko.relas(idx)
+        moved = [r for r in relas if r.sym in klp]
+        if not moved:
+            continue
+        sec.data = ElfObject.pack_relas([r for r in relas if r.sym not in klp])
+        target = ko.sections[sec.info].name
+        new_secs.append(Section(f".klp.rela.{objname}{target}" if target.startswith(".")
+                                else f".klp.rela.{objname}.{target}",
+                                SHT_RELA, SHF_ALLOC | SHF_RELA_LIVEPATCH | SHF_INFO_LINK,
+                                ElfObject.pack_relas(moved), link=symtab_i, info=sec.info,
+                                addralign=8, entsize=24))
+    # appended after .shstrtab & co: existing section indices keep their meaning
+    ko.sections.extend(new_secs)
+    return sorted(names)

@@ -1,0 +1,310 @@
+"""The native live-patch generator: patch + built kernel tree -> livepatch .ko.
+
+Steps (each a pure function or a single :func:`patchflow.runner.run` call):
+
+1. :func:`overlay_tree` copies the files the patch touches from the source
+   tree into an overlay and applies the patch there; the rest of the tree is
+   reached through the include paths, which :func:`compile_argv` doubles
+   (overlay first), so no tree copy is needed.
+2. :func:`compile_argv` takes kbuild's exact command for the object from
+   ``BUILD/<dir>/.<obj>.o.cmd`` and adds ``-ffunction-sections
+   -fdata-sections``; each changed ``.c`` is compiled before and after.
+3. :mod:`patchflow.livepatch.diff` finds the functions that really changed,
+   :mod:`patchflow.livepatch.safety` refuses what cannot be live patched.
+4. :func:`patchflow.livepatch.extract.extract` cuts the patched functions out,
+   the generated ``livepatch.c`` (jinja2 template) declares the klp_patch,
+   kbuild links both (``make -C BUILD M=DIR modules``, ``KBUILD_MODPOST_WARN=1``),
+   and :func:`patchflow.livepatch.extract.klp_convert` rewrites the .ko.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from patchflow.errors import NotFound, UserError
+from patchflow.livepatch.diff import ObjectDiff, compare
+from patchflow.livepatch.elf import ElfObject
+from patchflow.livepatch.extract import Extracted, extract, klp_convert
+from patchflow.livepatch.kallsyms import VmlinuxSymbols, read_symvers
+from patchflow.livepatch.safety import Finding, analyze_diff, analyze_objects
+from patchflow.result import StageResult, Status, measure
+from patchflow.runner import run
+
+EXTRA_CFLAGS = ["-ffunction-sections", "-fdata-sections"]
+OBJECT = "klp_patched.o"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "livepatch"
+
+
+@dataclass(frozen=True)
+class KernelTree:
+    """A configured and built kernel: its source tree and its O= build dir."""
+
+    source: Path
+    build: Path
+
+    @property
+    def vmlinux(self) -> Path:
+        return self.build / "vmlinux"
+
+    @property
+    def symvers(self) -> Path:
+        return self.build / "Module.symvers"
+
+    def release(self) -> str:
+        p = self.build / "include" / "config" / "kernel.release"
+        return p.read_text().strip() if p.is_file() else ""
+
+
+@dataclass
+class Analysis:
+    """What a patch changes, object by object, and what is unsafe in it."""
+
+    files: list[str]
+    diffs: dict[str, ObjectDiff] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    objects: dict[str, tuple[Path, Path]] = field(default_factory=dict)
+
+    @property
+    def changed_functions(self) -> list[str]:
+        return sorted({f for d in self.diffs.values() for f in d.changed_functions})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"files": self.files,
+                "objects": {k: v.to_json() for k, v in self.diffs.items()},
+                "findings": [f.to_json() for f in self.findings]}
+
+
+def module_name(text: str) -> str:
+    """A kbuild/sysfs-safe module name (``/sys/kernel/livepatch/<name>``)."""
+    name = re.sub(r"[^a-z0-9_]", "_", text.lower()).strip("_")
+    return ("lp_" + name)[:55]
+
+
+def patched_files(patch_text: str) -> list[str]:
+    from unidiff.patch import PatchSet
+
+    out = []
+    for pf in PatchSet(patch_text):
+        path = pf.target_file if not pf.is_removed_file else pf.source_file
+        out.append(path[2:] if path.startswith(("a/", "b/")) else path)
+    # a series concatenated into one diff touches a file once per patch
+    return list(dict.fromkeys(out))
+
+
+def overlay_tree(patch_text: str, source: Path, overlay: Path) -> list[str]:
+    """Copy the files *patch_text* touches into *overlay* and apply it there."""
+    files = patched_files(patch_text)
+    overlay.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        src = source / f
+        dst = overlay / f
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_file():
+            shutil.copy2(src, dst)
+    patch = overlay.parent / (overlay.name + ".patch")
+    patch.write_text(patch_text)
+    # git apply outside a repository is a plain, fuzz-free patch(1)
+    run(["git", "apply", "--whitespace=nowarn", "-p1", str(patch.resolve())], cwd=overlay, timeout=60)
+    return files
+
+
+_SAVEDCMD = re.compile(r"^(?:saved)?cmd_\S+ := (.*)$")
+
+
+def kbuild_command(build: Path, obj: str) -> list[str]:
+    """kbuild's compiler argv for *obj* (``fs/proc/cmdline.o``) from its ``.cmd`` file."""
+    rel = Path(obj)
+    cmd_file = build / rel.parent / f".{rel.name}.cmd"
+    if not cmd_file.is_file():
+        raise NotFound(f"{cmd_file} not found: is {obj} built in {build}?")
+    for line in cmd_file.read_text(encoding="utf-8", errors="replace").splitlines():
+        # savedcmd_fs/proc/cmdline.o := gcc -Wp,-MMD,fs/proc/.cmdline.o.d -nostdinc ... ; objtool ...
+        m = _SAVEDCMD.match(line)
+        if m:
+            first = m.group(1).split(" ; ")[0]
+            return shlex.split(first)
+    raise UserError(f"{cmd_file}: no saved command line")
+
+
+def compile_argv(base: list[str], *, source: Path, overlay: Path | None, src_file: Path,
+                 out: Path, dep: Path) -> list[str]:
+    """Rewrite kbuild's argv: our output and dep file, the extra flags, overlay includes first."""
+    argv: list[str] = []
+    skip = False
+    src_prefix = str(source).rstrip("/") + "/"
+    for a in base:
+        if skip:
+            skip = False
+            continue
+        if a == "ccache":
+            continue
+        if a == "-o":
+            skip = True
+            continue
+        if a.startswith("-Wp,-MMD,") or a.startswith("-Wp,-MD,"):
+            argv.append(f"-Wp,-MMD,{dep}")
+            continue
+        if a.endswith(".c") and not a.startswith("-"):
+            continue
+        if overlay is not None and a.startswith("-I") and a[2:].startswith(src_prefix):
+            argv.append("-I" + str(overlay) + "/" + a[2 + len(src_prefix):])
+        argv.append(a)
+    return [*argv, *EXTRA_CFLAGS, "-o", str(out), str(src_file)]
+
+
+def analyze(patch_text: str, tree: KernelTree, workdir: Path, *, log: Path | None = None) -> Analysis:
+    """Compile each changed .c before and after; diff per function; collect findings."""
+    overlay = workdir / "after"
+    if overlay.exists():
+        shutil.rmtree(overlay)
+    files = overlay_tree(patch_text, tree.source, overlay)
+    an = Analysis(files=files)
+    an.findings.extend(analyze_diff(patch_text, tree.source))
+    for f in files:
+        if not f.endswith(".c"):
+            continue
+        obj = f[:-2] + ".o"
+        base = kbuild_command(tree.build, obj)
+        objdir = workdir / "objs" / Path(f).parent
+        objdir.mkdir(parents=True, exist_ok=True)
+        stem = Path(f).stem
+        before_o, after_o = objdir / f"{stem}.before.o", objdir / f"{stem}.after.o"
+        if not (tree.source / f).is_file():
+            raise UserError(f"{f}: new files are not supported by the native generator")
+        run(compile_argv(base, source=tree.source, overlay=None, src_file=tree.source / f,
+                         out=before_o, dep=objdir / f".{stem}.before.d"),
+            cwd=tree.build, timeout=300, log=log)
+        run(compile_argv(base, source=tree.source, overlay=overlay, src_file=overlay / f,
+                         out=after_o, dep=objdir / f".{stem}.after.d"),
+            cwd=tree.build, timeout=300, log=log)
+        b, a = ElfObject.read(before_o), ElfObject.read(after_o)
+        d = compare(b, a)
+        an.diffs[f] = d
+        an.objects[f] = (before_o, after_o)
+        an.findings.extend(analyze_objects(f, b, a, d))
+    return an
+
+
+def render(template: str, **ctx: Any) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    return env.get_template(template).render(**ctx)
+
+
+@dataclass(frozen=True)
+class ReplacedFunction:
+    name: str
+    file: str
+    sympos: int
+    new_symbol: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "file": self.file, "sympos": self.sympos,
+                "new_symbol": self.new_symbol}
+
+
+def generate(patch_text: str, tree: KernelTree, workdir: Path, *, name: str, series: str = "",
+             force: bool = False, log: Path | None = None, jobs: int = 2) -> StageResult:
+    """Build a livepatch module for *patch_text* against *tree* into *workdir*.
+
+    Returns a StageResult: FAIL when the patch is refused as unsafe (the
+    findings are in ``details``) or when kbuild fails; PASS with the ``.ko``
+    path, the replaced functions and the klp symbols otherwise.
+    """
+    with measure() as sw:
+        workdir.mkdir(parents=True, exist_ok=True)
+        an = analyze(patch_text, tree, workdir, log=log)
+        details: dict[str, Any] = {"backend": "native", "analysis": an.to_json()}
+        if an.findings and not force:
+            return StageResult("livepatch-build", Status.FAIL,
+                               f"refused: {len(an.findings)} unsafe change(s): "
+                               + "; ".join(str(f) for f in an.findings),
+                               sw.elapsed, details=details)
+        if not an.changed_functions:
+            return StageResult("livepatch-build", Status.FAIL,
+                               "the patch changes no function's object code: nothing to live patch",
+                               sw.elapsed, details=details)
+        for need in (tree.vmlinux, tree.symvers, tree.build / "scripts" / "module.lds"):
+            if not need.is_file():
+                raise NotFound(f"{need} is missing: is the kernel in {tree.build} fully built?")
+        vm = VmlinuxSymbols.read(tree.vmlinux)
+        exported = read_symvers(tree.symvers)
+        moddir = workdir / "module"
+        if moddir.exists():
+            shutil.rmtree(moddir)
+        moddir.mkdir()
+        funcs: list[ReplacedFunction] = []
+        pieces: list[Extracted] = []
+        for f, d in an.diffs.items():
+            if not d.changed_functions:
+                continue
+            after = ElfObject.read(an.objects[f][1])
+            ex = extract(after, changed=[d.after[n].name for n in d.changed_functions],
+                         new=[d.after[n].name for n in d.new_functions],
+                         new_data=[d.after[n].name for n in d.new_data], tu_file=f, vm=vm,
+                         exported=exported)
+            pieces.append(ex)
+            for old, new_sym in ex.replaced.items():
+                k = vm.find(old, file=f, local=True) or vm.find(old, file=None, local=False)
+                if k is None:
+                    raise UserError(f"{f}: {old} is not in vmlinux: it cannot be live patched "
+                                    "(inlined into its callers, which are patched instead)")
+                funcs.append(ReplacedFunction(old, f, vm.sympos(k), new_sym))
+        if len(pieces) != 1:
+            # kbuild links one shipped object; several TUs would need a partial link first
+            raise UserError("the native generator handles patches changing one .c file; "
+                            f"this one changes {len(pieces)}")
+        (moddir / f"{OBJECT}_shipped").write_bytes(pieces[0].obj.to_bytes())
+        (moddir / "livepatch.c").write_text(render(
+            "livepatch.c.j2", name=name, backend="native", series=series, object=OBJECT,
+            funcs=funcs))
+        (moddir / "Kbuild").write_text(render("Kbuild.j2", name=name, object=OBJECT))
+        res = run(["make", f"-j{jobs}", "-C", str(tree.build), f"M={moddir}", "modules"],
+                  env={"KBUILD_MODPOST_WARN": "1"}, timeout=900, log=log, check=False)
+        ko = moddir / f"{name}.ko"
+        if not res.ok or not ko.is_file():
+            return StageResult("livepatch-build", Status.FAIL, "kbuild failed to build the module",
+                               sw.elapsed, details=details, log=res.tail)
+        kobj = ElfObject.read(ko)
+        klp_syms = klp_convert(kobj)
+        kobj.write(ko)
+        details.update({
+            "module": str(ko),
+            "name": name,
+            "functions": [f.to_json() for f in funcs],
+            "copied": sorted({c for p in pieces for c in p.copied}),
+            "klp_symbols": klp_syms,
+            "exported_refs": sorted({r for p in pieces for r in p.plain_refs}),
+            "release": tree.release(),
+            "forced_findings": [f.to_json() for f in an.findings] if force else [],
+        })
+    status = Status.WARN if (force and an.findings) else Status.PASS
+    return StageResult("livepatch-build", status,
+                       f"built {ko.name}: replaces {', '.join(f.name for f in funcs)} "
+                       f"({len(klp_syms)} klp symbol(s))", sw.elapsed, details=details)
+
+
+def tool_versions(tree: KernelTree) -> dict[str, str]:
+    """Compiler and kernel versions recorded in the manifest."""
+    out: dict[str, str] = {}
+    cfg = tree.build / ".config"
+    if cfg.is_file():
+        # CONFIG_CC_VERSION_TEXT="gcc (Debian 12.2.0-14+deb12u1) 12.2.0"
+        m = re.search(r'^CONFIG_CC_VERSION_TEXT="([^"]*)"', cfg.read_text(), re.MULTILINE)
+        if m:
+            out["compiler"] = m.group(1)
+        m = re.search(r'^CONFIG_LD_VERSION=(\d+)', cfg.read_text(), re.MULTILINE)
+        if m:
+            out["ld_version"] = m.group(1)
+    out["patchflow"] = __import__("patchflow").__version__
+    out["python"] = sys.version.split()[0]
+    return out

@@ -1,0 +1,2 @@
+int threshold = 64;
+int over(int x) { return x > threshold; }

@@ -1,0 +1,2 @@
+int threshold = 32;
+int over(int x) { return x > threshold; }

@@ -1,0 +1,2 @@
+int bump(int);
+int work(int x) { return bump(x) + 1; }

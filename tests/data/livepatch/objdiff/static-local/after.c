@@ -1,0 +1,2 @@
+int bump(int);
+int count_calls(int x) { static int calls; calls++; return bump(x) + calls; }

@@ -1,0 +1,3 @@
+int pr(const char *s);
+int first(void) { return pr("alpha"); }
+int second(void) { return pr("beta"); }
