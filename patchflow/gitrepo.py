@@ -1,0 +1,439 @@
+"""Every git operation patchflow performs, behind one module.
+
+Nothing else in patchflow runs git or imports GitPython.  Commands are plain
+argv lists built by small pure functions (``*_argv``) that the unit tests
+check directly, run through :func:`patchflow.runner.run`; GitPython is used
+only for cheap read-only look-ups, always as ``with Repo(...)``.
+
+Conventions:
+
+* ``repo`` is a git directory (the shared bare kernel repository) or a work
+  tree; git finds its way from either.
+* Worktrees are disposable and detached (``git worktree add --detach``); the
+  user's own checkout is never touched.
+* Patches are identified by ``git patch-id --stable``, never by subject.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from patchflow import runner
+from patchflow.errors import CommandFailed, NotFound, WorkspaceError
+
+#: environment that makes git deterministic and non-interactive
+BASE_ENV: dict[str, str] = {
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_EDITOR": "true",
+    "GIT_MERGE_AUTOEDIT": "no",
+    "LC_ALL": "C",
+}
+
+#: a kernel-sized ``git add``/``worktree add`` on 2 contended cores takes minutes
+SLOW = 3600.0
+
+
+def git(repo: Path, *args: str, env: Mapping[str, str] | None = None, check: bool = True,
+        timeout: float = 600.0, input: str | None = None, log: Path | None = None,
+        git_dir: bool = False) -> runner.Completed:
+    """Run ``git -C repo ARGS`` (``--git-dir=repo`` when *git_dir*)."""
+    full_env = dict(BASE_ENV)
+    if env:
+        full_env.update(env)
+    where = [f"--git-dir={repo}"] if git_dir else ["-C", str(repo)]
+    return runner.run(["git", *where, *args], env=full_env, check=check, timeout=timeout,
+                      input=input, log=log)
+
+
+def out(repo: Path, *args: str, **kw: object) -> str:
+    """stdout of a git command, stripped."""
+    return git(repo, *args, **kw).stdout.strip()  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- argv builders
+
+
+def apply_check_argv(patch: Path, *, cached: bool = False, reverse: bool = False,
+                     context: int | None = None, three_way: bool = False) -> list[str]:
+    """``git apply --check`` with full context unless *context* reduces it (= fuzz)."""
+    argv = ["apply", "--check", "--verbose"]
+    if cached:
+        argv.append("--cached")
+    if reverse:
+        argv.append("--reverse")
+    if context is not None:
+        argv.append(f"-C{context}")
+    if three_way:
+        argv.append("--3way")
+    return [*argv, str(patch)]
+
+
+def am_argv(patches: Sequence[Path], *, three_way: bool) -> list[str]:
+    # --keep-cr keeps CRLF-carrying files byte-exact; rerere replays stored resolutions
+    argv = ["am", "--keep-cr", "--rerere-autoupdate"]
+    if three_way:
+        argv.append("-3")
+    return [*argv, *[str(p) for p in patches]]
+
+
+def worktree_add_argv(path: Path, ref: str) -> list[str]:
+    return ["worktree", "add", "--detach", "--force", str(path), ref]
+
+
+def format_patch_argv(base: str, head: str, outdir: Path) -> list[str]:
+    # --zero-commit and --no-signature make the stored queue byte-stable across runs
+    return ["format-patch", "--zero-commit", "--no-signature", "--no-stat", "-N",
+            "-o", str(outdir), f"{base}..{head}"]
+
+
+def range_diff_argv(old_base: str, old_head: str, new_base: str, new_head: str) -> list[str]:
+    return ["range-diff", "--no-color", f"{old_base}..{old_head}", f"{new_base}..{new_head}"]
+
+
+# --------------------------------------------------------------------------- repositories
+
+
+def init_bare(path: Path) -> None:
+    if (path / "HEAD").exists():
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    runner.run(["git", "init", "--quiet", "--bare", str(path)], env=BASE_ENV)
+    configure(path)
+
+
+def configure(repo: Path) -> None:
+    """Repository settings patchflow relies on.
+
+    rerere lives in the common git dir, so every worktree shares the recorded
+    resolutions; ``gc.auto=0`` because an automatic gc of a kernel repo in the
+    middle of ``git am`` would take minutes.
+    """
+    for key, value in (("rerere.enabled", "true"), ("rerere.autoupdate", "true"),
+                       ("gc.auto", "0"), ("core.looseCompression", "1"),
+                       ("user.name", "patchflow"), ("user.email", "patchflow@localhost")):
+        git(repo, "config", key, value)
+
+
+def rev_parse(repo: Path, ref: str) -> str | None:
+    """The commit sha *ref* names, or None."""
+    done = git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    return done.stdout.strip() if done.ok and done.stdout.strip() else None
+
+
+def tags(repo: Path) -> dict[str, str]:
+    """tag name -> commit sha (read through GitPython)."""
+    from git import Repo
+
+    with Repo(repo) as r:
+        return {t.name: t.commit.hexsha for t in r.tags}
+
+
+def tag_message(repo: Path, tag: str) -> str:
+    from git import Repo
+
+    with Repo(repo) as r:
+        obj = r.tags[tag].tag
+        return str(obj.message) if obj is not None else ""
+
+
+def update_ref(repo: Path, ref: str, sha: str) -> None:
+    git(repo, "update-ref", ref, sha)
+
+
+def delete_ref(repo: Path, ref: str) -> None:
+    git(repo, "update-ref", "-d", ref, check=False)
+
+
+def refs(repo: Path, prefix: str) -> dict[str, str]:
+    text = out(repo, "for-each-ref", "--format=%(refname) %(objectname)", prefix)
+    return dict(line.split(" ", 1) for line in text.splitlines() if line)
+
+
+def is_ancestor(repo: Path, a: str, b: str) -> bool:
+    return git(repo, "merge-base", "--is-ancestor", a, b, check=False).ok
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    email: str
+    date: str  # RFC 2822 or "@epoch +zone"
+
+    def env(self) -> dict[str, str]:
+        return {"GIT_AUTHOR_NAME": self.name, "GIT_AUTHOR_EMAIL": self.email,
+                "GIT_AUTHOR_DATE": self.date, "GIT_COMMITTER_NAME": self.name,
+                "GIT_COMMITTER_EMAIL": self.email, "GIT_COMMITTER_DATE": self.date}
+
+
+def commit_directory(repo: Path, src: Path, *, parent: str | None, message: str,
+                     who: Identity, index: Path) -> str:
+    """Commit the whole of *src* as one commit on top of *parent*; returns its sha.
+
+    Uses a private index and ``--work-tree`` so that nothing is checked out.
+    ``-f`` because the Debian tarball's top-level ``.gitignore`` ends with
+    ``/*`` (tests/integration/test_tree_debian.py checks the file count).
+    """
+    env = {"GIT_INDEX_FILE": str(index), "GIT_WORK_TREE": str(src)}
+    git(repo, "add", "-f", "-A", ".", env=env, timeout=SLOW, git_dir=True)
+    tree = out(repo, "write-tree", env=env, git_dir=True)
+    argv = ["commit-tree", tree, "-m", message]
+    if parent:
+        argv[2:2] = ["-p", parent]
+    return out(repo, *argv, env=who.env(), git_dir=True)
+
+
+def tag_annotated(repo: Path, name: str, sha: str, message: str, who: Identity) -> None:
+    git(repo, "tag", "-a", "-f", name, sha, "-m", message, env=who.env())
+
+
+def ls_remote_heads(remote: str, branch: str) -> str | None:
+    """sha of *branch* at *remote*; None if the branch does not exist.
+
+    Raises NotFound if the remote itself cannot be reached or is no repository.
+    """
+    done = runner.run(["git", "ls-remote", "--heads", remote, f"refs/heads/{branch}"],
+                      env=BASE_ENV, check=False, timeout=120)
+    if not done.ok:
+        raise NotFound(f"git remote {remote!r} is not reachable or not a repository:\n"
+                       f"{done.tail.strip()}")
+    for line in done.stdout.splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref == f"refs/heads/{branch}":
+            return sha
+    return None
+
+
+def fetch_branch(repo: Path, remote: str, branch: str, local_ref: str) -> str:
+    git(repo, "fetch", "--no-tags", remote, f"+refs/heads/{branch}:{local_ref}",
+        timeout=SLOW, git_dir=True)
+    sha = rev_parse(repo, local_ref)
+    assert sha is not None
+    return sha
+
+
+# --------------------------------------------------------------------------- worktrees
+
+
+def worktree_add(repo: Path, path: Path, ref: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    git(repo, *worktree_add_argv(path, ref), timeout=SLOW)
+
+
+def worktree_remove(repo: Path, path: Path) -> None:
+    if path.exists():
+        git(repo, "worktree", "remove", "--force", "--force", str(path), check=False,
+            timeout=SLOW)
+    git(repo, "worktree", "prune")
+
+
+def worktree_prune(repo: Path) -> None:
+    git(repo, "worktree", "prune")
+
+
+def is_worktree(path: Path) -> bool:
+    return (path / ".git").is_file()
+
+
+def git_path(worktree: Path, name: str) -> Path:
+    """Path of a per-worktree git file such as ``rebase-apply`` or ``index.lock``."""
+    p = Path(out(worktree, "rev-parse", "--git-path", name))
+    return p if p.is_absolute() else worktree / p
+
+
+def lock_file(worktree: Path) -> Path | None:
+    """The ``index.lock`` another (or a killed) git left behind, if any."""
+    p = git_path(worktree, "index.lock")
+    return p if p.exists() else None
+
+
+def dirty_files(worktree: Path) -> list[str]:
+    text = git(worktree, "status", "--porcelain", "--untracked-files=normal").stdout
+    return [line[3:] for line in text.splitlines() if line]
+
+
+def checkout(worktree: Path, ref: str) -> str:
+    """Move a worktree to *ref* (detached); returns the sha.
+
+    git rewrites only the files that differ, so unchanged files keep their
+    mtimes and kbuild rebuilds incrementally (test_gitrepo.py::test_checkout_keeps_mtimes).
+    Refuses to throw away local changes.
+    """
+    lock = lock_file(worktree)
+    if lock is not None:
+        raise WorkspaceError(f"worktree {worktree} is locked by {lock}; is another git running? "
+                             "remove the file if not")
+    dirty = [f for f in dirty_files(worktree)]
+    if dirty:
+        raise WorkspaceError(f"worktree {worktree} has local changes: {', '.join(dirty[:8])}")
+    git(worktree, "checkout", "--quiet", "--detach", ref, timeout=SLOW)
+    sha = rev_parse(worktree, "HEAD")
+    assert sha is not None
+    return sha
+
+
+def head(worktree: Path) -> str:
+    sha = rev_parse(worktree, "HEAD")
+    if sha is None:
+        raise WorkspaceError(f"{worktree} has no HEAD")
+    return sha
+
+
+# --------------------------------------------------------------------------- patches
+
+
+def patch_id(repo: Path, patch_text: str) -> str:
+    """``git patch-id --stable`` of a patch or mail; '' if it holds no diff."""
+    text = git(repo, "patch-id", "--stable", input=patch_text).stdout.strip()
+    return text.split()[0] if text else ""
+
+
+def commit_patch_ids(repo: Path, rev_range: str, limit: int = 2000) -> dict[str, str]:
+    """patch-id -> commit for the newest *limit* commits of *rev_range*."""
+    shas = out(repo, "rev-list", f"--max-count={limit}", "--no-merges", rev_range).split()
+    ids: dict[str, str] = {}
+    for sha in shas:
+        # a commit touching hundreds of files is a release import (Debian provider),
+        # not a patch: diffing it would cost seconds and can never match
+        names = git(repo, "diff-tree", "-r", "--name-only", "--no-commit-id", "--root",
+                    sha).stdout.count("\n")
+        if 0 < names <= 200:
+            diff = git(repo, "show", "--format=", "--no-color", sha, timeout=120).stdout
+            pid = patch_id(repo, diff)
+            if pid:
+                ids[pid] = sha
+    return ids
+
+
+def grep_log(repo: Path, rev_range: str, pattern: str, limit: int = 20000) -> list[str]:
+    text = out(repo, "log", f"--max-count={limit}", "--format=%H", "-F", f"--grep={pattern}",
+               rev_range)
+    return text.split()
+
+
+def apply_check(worktree: Path, patch: Path, *, env: Mapping[str, str] | None = None,
+                **kw: bool | int | None) -> runner.Completed:
+    return git(worktree, *apply_check_argv(patch, **kw), env=env, check=False)  # type: ignore[arg-type]
+
+
+def apply_cached(repo: Path, patch: Path, index: Path, *, three_way: bool = False
+                 ) -> runner.Completed:
+    argv = ["apply", "--cached", "--verbose"] + (["--3way"] if three_way else []) + [str(patch)]
+    return git(repo, *argv, env={"GIT_INDEX_FILE": str(index)}, check=False)
+
+
+def read_tree(repo: Path, ref: str, index: Path) -> None:
+    git(repo, "read-tree", ref, env={"GIT_INDEX_FILE": str(index)}, timeout=SLOW)
+
+
+def am(worktree: Path, patches: Sequence[Path], *, three_way: bool) -> runner.Completed:
+    return git(worktree, *am_argv(patches, three_way=three_way), check=False, timeout=SLOW)
+
+
+def am_in_progress(worktree: Path) -> bool:
+    return git_path(worktree, "rebase-apply").is_dir()
+
+
+def am_continue(worktree: Path) -> runner.Completed:
+    return git(worktree, "am", "--continue", check=False, timeout=SLOW)
+
+
+def am_abort(worktree: Path) -> None:
+    if am_in_progress(worktree):
+        done = git(worktree, "am", "--abort", check=False, timeout=SLOW)
+        if not done.ok and am_in_progress(worktree):
+            # a killed `git am` can leave a rebase-apply dir git itself cannot
+            # abort (no "abort-safety" file yet): drop it, then reset
+            # (tests/unit/test_backport.py::test_kill_during_am_recovers)
+            import shutil
+
+            shutil.rmtree(git_path(worktree, "rebase-apply"))
+    lock = git_path(worktree, "index.lock")
+    lock.unlink(missing_ok=True)
+
+
+def unmerged_files(worktree: Path) -> list[str]:
+    return out(worktree, "diff", "--name-only", "--diff-filter=U").splitlines()
+
+
+def add_paths(worktree: Path, paths: Sequence[str]) -> None:
+    if paths:
+        # -f: Debian-built trees ignore everything through their top-level .gitignore
+        git(worktree, "add", "-f", "--", *paths)
+
+
+def reset_hard(worktree: Path, ref: str) -> None:
+    git(worktree, "reset", "--quiet", "--hard", ref, timeout=SLOW)
+    git(worktree, "clean", "-fdq", timeout=SLOW)
+
+
+def staged_changes(worktree: Path) -> bool:
+    return not git(worktree, "diff", "--cached", "--quiet", check=False).ok
+
+
+def amend_message(worktree: Path, message: str) -> str:
+    git(worktree, "commit", "--amend", "--no-verify", "--allow-empty", "-q", "-F", "-",
+        input=message)
+    return head(worktree)
+
+
+def commit_message(repo: Path, ref: str) -> str:
+    return git(repo, "log", "-1", "--format=%B", ref).stdout
+
+
+def rerere_remaining(worktree: Path) -> list[str]:
+    return out(worktree, "rerere", "remaining").splitlines()
+
+
+def format_patch(repo: Path, base: str, head_: str, outdir: Path) -> list[Path]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    names = out(repo, *format_patch_argv(base, head_, outdir)).splitlines()
+    return [Path(n) if os.path.isabs(n) else repo / n for n in names]
+
+
+def range_diff(repo: Path, old_base: str, old_head: str, new_base: str, new_head: str) -> str:
+    done = git(repo, *range_diff_argv(old_base, old_head, new_base, new_head), check=False,
+               timeout=SLOW)
+    if not done.ok:
+        raise CommandFailed(done.argv, done.returncode, done.tail)
+    return done.stdout
+
+
+def diff_names(repo: Path, a: str, b: str, paths: Sequence[str] = ()) -> list[str]:
+    return out(repo, "diff", "--name-only", a, b, "--", *paths).splitlines()
+
+
+def diff(repo: Path, a: str, b: str, paths: Sequence[str] = (), context: int = 3) -> str:
+    return git(repo, "diff", "--no-color", f"-U{context}", a, b, "--", *paths,
+               timeout=SLOW).stdout
+
+
+def show_file(repo: Path, ref: str, path: str) -> str | None:
+    done = git(repo, "show", f"{ref}:{path}", check=False)
+    return done.stdout if done.ok else None
+
+
+def mailsplit(mbox: Path, outdir: Path) -> list[Path]:
+    """Split an mbox into one file per message, in order (``git mailsplit``)."""
+    if outdir.exists():
+        import shutil
+
+        shutil.rmtree(outdir)
+    outdir.mkdir(parents=True)
+    runner.run(["git", "mailsplit", "-b", "-d4", f"-o{outdir}", str(mbox)], env=BASE_ENV)
+    return sorted(p for p in outdir.iterdir() if re.fullmatch(r"\d{4}", p.name))
+
+
+def mailinfo(repo: Path, mail: Path, workdir: Path) -> tuple[str, str, dict[str, str]]:
+    """(commit message body, diff, headers) of one mail, as ``git am`` sees them."""
+    msg, patch = workdir / "msg", workdir / "patch"
+    text = mail.read_text(encoding="utf-8", errors="surrogateescape")
+    done = git(repo, "mailinfo", str(msg), str(patch), input=text)
+    headers: dict[str, str] = {}
+    for line in done.stdout.splitlines():
+        key, _, value = line.partition(": ")
+        headers[key] = value
+    return msg.read_text(errors="replace"), patch.read_text(errors="replace"), headers
