@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from patchflow import gitrepo
-from patchflow.errors import NotFound, UserError, WorkspaceError
+from patchflow.config import SeriesConfig, TargetConfig
+from patchflow.errors import NotFound, PatchflowError, UserError, WorkspaceError
 from patchflow.result import StageResult, Status, Stopwatch, measure
 from patchflow.state import State
 from patchflow.workspace import Workspace, atomic_write, atomic_write_json
@@ -1017,3 +1018,38 @@ def status_matrix(state: State, series: str | None = None) -> list[dict[str, Any
                                 r["updated"])) if r else "",
                             "head": r["head"] if r else ""})
     return out
+
+
+def gate_backport(ws: Workspace, state: State, cfg: SeriesConfig, revision: int | None,
+                  target: TargetConfig | None, *, log: Path, **_extra: Any) -> StageResult:
+    """Gate stage: backport the fetched version onto *target* (the stored queue if any).
+
+    A conflict or a patch that needs review is a FAIL (the worktree is left for
+    the maintainer); bad input or broken infrastructure is an ERROR.
+    """
+    from patchflow.series import load_version
+
+    if target is None:
+        raise UserError("the backport stage needs a target")
+
+    def say(msg: str) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(msg.rstrip() + "\n")
+
+    try:
+        fetched = load_version(ws, state, cfg.name, revision)
+        res = backport_version(ws, state, fetched, target.name, progress=say)
+    except PatchflowError as exc:
+        say(f"error: {exc}")
+        return StageResult("backport", Status.ERROR, str(exc), target=target.name, log=str(log))
+    say(f"{res.status.value}: {res.summary}")
+    for p in res.details.get("patches", []):
+        say(f"  {p.get('idx')}: {p.get('outcome')} {p.get('subject')} {p.get('detail', '')}")
+    conflicts = [{"patch": p.get("idx"), "file": ", ".join(p.get("files", [])),
+                  "text": "; ".join(str(ConflictSpot(**s)) for s in p.get("spots", []))
+                  or p.get("detail", "")}
+                 for p in res.details.get("patches", []) if p.get("outcome") == "conflict"]
+    details = {**res.details, "conflicts": conflicts, "method": "git am -3 with classification"}
+    return StageResult(res.stage, res.status, res.summary, res.duration, res.target, details,
+                       str(log))
