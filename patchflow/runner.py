@@ -47,6 +47,8 @@ TOOL_PACKAGES: dict[str, str] = {
     "dpkg": "dpkg",
     "dpkg-deb": "dpkg",
     "apt-get": "apt",
+    "apt-cache": "apt",
+    "sh": "dash",
     "ldd": "libc-bin",
     "depmod": "kmod",
     "qemu-system-x86_64": "qemu-system-x86",
