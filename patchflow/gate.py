@@ -241,12 +241,12 @@ def _with_samples(res: StageResult, samples: Iterable[Sequence[Any]]) -> StageRe
 ADAPTERS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "check-newer": ("patchflow.series", "gate_check_newer", {}),
     "backport": ("patchflow.backport", "gate_backport", {}),
-    "build-base": ("patchflow.kbuild", "gate_build", {"variant": "base"}),
-    "build-patched": ("patchflow.kbuild", "gate_build", {"variant": "patched"}),
-    "boot": ("patchflow.qemu", "gate_boot", {}),
-    "bench": ("patchflow.bench", "gate_bench", {}),
-    "livepatch-build": ("patchflow.livepatch", "gate_build", {}),
-    "livepatch-verify": ("patchflow.livepatch", "gate_verify", {}),
+    "build-base": ("patchflow.pipeline", "gate_build", {"variant": "base"}),
+    "build-patched": ("patchflow.pipeline", "gate_build", {"variant": "patched"}),
+    "boot": ("patchflow.pipeline", "gate_boot", {}),
+    "bench": ("patchflow.pipeline", "gate_bench", {}),
+    "livepatch-build": ("patchflow.pipeline", "gate_livepatch_build", {}),
+    "livepatch-verify": ("patchflow.pipeline", "gate_livepatch_verify", {}),
 }
 
 

@@ -307,3 +307,13 @@ def source_worktree(ws: Workspace, target: TargetConfig | str, name: str = "base
 def checkout(worktree: Path, ref: str) -> str:
     """Move a source worktree to *ref*, keeping unchanged files' mtimes; returns the sha."""
     return gitrepo.checkout(worktree, ref)
+
+
+def branch_head(ws: Workspace, target: TargetConfig | str) -> str:
+    """The sha the prepared target branch points at; NotFound if never prepared.
+
+    The gate hashes it into every stage's inputs (and falls back to the
+    configured release when the tree does not exist yet), so a demo or CI job
+    prepares the trees before its first gate to keep the hashes stable.
+    """
+    return open_tree(ws, target).head

@@ -182,51 +182,17 @@ def _undo_leftover_patch(src: SourceTree, log: Path) -> None:
 def _git_build(ws: Workspace, tcfg: TargetConfig, series: str, variant: str,
                jobs: int | None, run_dir: Path,
                progress: Callable[[str], None]) -> list[StageResult]:
-    """Base at the branch head, patched at the backport branch, in one source worktree."""
-    from patchflow import backport, gitrepo, kbuild, tree
+    """Base at the branch head, patched at the backport branch (see patchflow.pipeline)."""
+    from patchflow.pipeline import build_from_git
 
-    kt = tree.prepare_tree(ws, tcfg, progress=progress)
-    patched_sha: str | None = None
-    revision = None
-    if variant in ("patched", "both"):
-        for v in sorted(ws.config.series(series).versions, key=lambda v: -v.revision):
-            patched_sha = gitrepo.rev_parse(kt.repo, backport.backport_ref(series, v.revision,
-                                                                          tcfg.name))
-            if patched_sha:
-                revision = v.revision
-                break
-        if patched_sha is None:
-            raise NotFound(f"no backport of {series} onto {tcfg.name}: run `patchflow backport "
-                           f"{series} --target {tcfg.name}` first, or pass --mbox")
-    wt = tree.source_worktree(ws, tcfg)
-    bdir = kbuild.build_dir_for(ws.cache, tcfg.name)
-    results: list[StageResult] = []
-    if variant in ("base", "both"):
-        tree.checkout(wt, kt.head)
-        progress(f"building base {tcfg.name} ({kt.release}, {kt.head[:12]}) in {bdir}")
-        results.append(kbuild.build(
-            wt, bdir, tcfg.kconfig, base_config=tcfg.base_config,
-            log=run_dir / f"build-{tcfg.name}-base.log", jobs=jobs,
-            keep_to=kbuild.artefact_dir(ws.cache, tcfg.name, "base"), target=tcfg.name,
-            variant="base", progress=progress))
-    if patched_sha and all(r.status.exit_code == 0 for r in results):
-        tree.checkout(wt, patched_sha)
-        progress(f"rebuilding {tcfg.name} with {series} v{revision} ({patched_sha[:12]})")
-        results.append(kbuild.build(
-            wt, bdir, tcfg.kconfig, base_config=tcfg.base_config,
-            log=run_dir / f"build-{tcfg.name}-patched.log", jobs=jobs, reconfigure=False,
-            keep_to=kbuild.artefact_dir(ws.cache, tcfg.name, "patched"), target=tcfg.name,
-            variant="patched", compare_warnings=_base_warnings(ws, tcfg), progress=progress))
-    return results
+    return build_from_git(ws, tcfg, series, variant, jobs=jobs, log_dir=run_dir,
+                          progress=progress)
 
 
 def _base_warnings(ws: Workspace, tcfg: TargetConfig) -> list[Diagnostic]:
-    from patchflow import kbuild
+    from patchflow.pipeline import base_warnings
 
-    try:
-        return kbuild.stored_warnings(kbuild.locate(ws.cache, tcfg.name, "base").info)
-    except NotFound:
-        return []
+    return base_warnings(ws, tcfg)
 
 
 def _build_variants(ws: Workspace, tcfg: TargetConfig, series: str, variant: str,
