@@ -46,7 +46,11 @@ def publish(ws: Workspace, cfg: SeriesConfig, say: Say) -> LocalLore:
     return mirror
 
 
-def run(ws: Workspace, state: State, name: str, say: Say) -> list[StageResult]:
+def run(ws: Workspace, state: State, name: str, say: Say, *, targets: list[str] | None = None,
+        gate: bool = True) -> list[StageResult]:
+    """Mirror, fetch, version diff, then (with *gate*) the whole pipeline per target."""
+    import os
+
     from patchflow import series
 
     cfg = ws.config.series(name)
@@ -76,6 +80,38 @@ def run(ws: Workspace, state: State, name: str, say: Say) -> list[StageResult]:
                                        f"{sum(e.mark != '=' for e in entries)} of {len(entries)} "
                                        f"patches changed between v{revs[-2]} and v{revs[-1]}",
                                        details={"entries": [e.to_json() for e in entries]}))
+        if gate and results[-1].status is Status.PASS:
+            # the gate's check-newer stage asks the same local mirror
+            os.environ["PATCHFLOW_MIRROR"] = mirror.midmask
+            results.extend(run_gate(ws, state, cfg, targets or list(cfg.targets), say))
     finally:
         mirror.stop()
     return results
+
+
+def run_gate(ws: Workspace, state: State, cfg: SeriesConfig, targets: list[str],
+             say: Say) -> list[StageResult]:
+    from patchflow import gate, tree
+    from patchflow.workspace import reproduce_cmdline
+
+    for t in targets:
+        with measure() as sw:
+            try:
+                kt = tree.prepare_tree(ws, t, progress=say)
+                res = StageResult("tree", Status.PASS, f"{t} at {kt.release} ({kt.head[:12]})",
+                                  sw.elapsed, target=t)
+            except PatchflowError as exc:
+                res = StageResult("tree", Status.ERROR, str(exc), sw.elapsed, target=t)
+        say(f"{t}: {res.summary}")
+        if res.status is not Status.PASS:
+            return [res]
+
+    def show(e: gate.GateEntry) -> None:
+        r = e.result
+        say(f"gate {r.target or '-':14} {r.stage:17} {r.status.value.upper():5} {r.summary}"
+            + (" (reused)" if e.cached else ""))
+
+    run = gate.execute(ws, state, cfg, targets=targets, reproduce=reproduce_cmdline(),
+                       on_result=show)
+    say(f"gate records: {run.run_dir} (report: patchflow report {run.run_dir})")
+    return [e.result for e in run.entries]

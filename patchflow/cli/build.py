@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from patchflow.cli.options import (
     table,
 )
 from patchflow.config import TargetConfig
-from patchflow.errors import NotFound, UserError, WorkspaceError
+from patchflow.errors import WorkspaceError
 from patchflow.result import StageResult, Status, exit_code
 from patchflow.workspace import Workspace, atomic_write, atomic_write_json, reproduce_cmdline
 
@@ -57,49 +56,25 @@ def _say(fmt: str, msg: str) -> None:
 @dataclass(frozen=True)
 class SourceTree:
     path: Path
-    release: str  # Debian version of the unpacked source
+    release: str  # kernel release of the checked-out head
 
 
 def source_tree(ws: Workspace, target: TargetConfig,
                 progress: Callable[[str], None] | None = None) -> SourceTree:
-    """The target's newest Debian source release, unpacked once into the cache.
+    """The target's persistent source worktree, at the branch head.
 
-    Used with ``--mbox`` (and by benchmarks/bench_build.py): no git import needed.
+    ``--mbox`` builds apply the mbox on top of it and revert it afterwards.
+    It is the same worktree the backport path builds in: kbuild records the
+    source path in every object, so one source path per build dir is what
+    keeps the patched (and the next base) build incremental.
     """
-    from patchflow.runner import run, which
+    from patchflow import tree
 
-    if target.debian is None:
-        raise UserError(f"target {target.name} has no Debian source: --mbox needs a "
-                        "provider = \"debian\" target; use the backport branch instead")
-    pkg, release = target.debian.package, target.debian.releases[-1]
-    # one unpacked tree per source package, so that the per-target build dir (whose
-    # objects record the source path) is reused; the stamp says which release it is
-    root = ws.cache_dir("kbuild", "src")
-    tree, stamp = root / pkg, root / f"{pkg}.release"
-    if (tree / "Makefile").is_file() and stamp.exists() and stamp.read_text().strip() == release:
-        return SourceTree(tree, release)
-    which("apt-get")
-    which("dpkg-deb")
-    which("tar")
-    if progress:
-        progress(f"downloading {pkg}={release}")
-    run(["apt-get", "download", f"{pkg}={release}"], cwd=root, timeout=1800)
-    deb = root / f"{pkg}_{release.replace(':', '%3a')}_all.deb"
-    if not deb.exists():
-        raise NotFound(f"apt-get download {pkg}={release} produced no {deb.name} in {root}")
-    unpack = root / f".{pkg}.unpack"
-    shutil.rmtree(unpack, ignore_errors=True)
-    run(["dpkg-deb", "-x", str(deb), str(unpack)], timeout=1800)
-    tarballs = sorted((unpack / "usr" / "src").glob(f"{pkg}.tar.*"))
-    if not tarballs:
-        raise NotFound(f"{deb.name} holds no /usr/src/{pkg}.tar.*")
-    if progress:
-        progress(f"unpacking {tarballs[0].name}")
-    shutil.rmtree(tree, ignore_errors=True)
-    run(["tar", "-xf", str(tarballs[0]), "-C", str(root)], timeout=1800)
-    shutil.rmtree(unpack, ignore_errors=True)
-    atomic_write(stamp, release + "\n")
-    return SourceTree(tree, release)
+    kt = tree.prepare_tree(ws, target, progress=progress)
+    wt = tree.source_worktree(ws, target)
+    _undo_leftover_patch(SourceTree(wt, kt.release), ws.root / "logs" / "apply-undo.log")
+    tree.checkout(wt, kt.head)
+    return SourceTree(wt, kt.release)
 
 
 def apply_argv(mbox: Path, reverse: bool = False, check: bool = False) -> list[str]:

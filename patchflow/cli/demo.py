@@ -10,9 +10,12 @@ from patchflow.cli.options import Ctx, emit_json, format_option, pass_ctx
 @click.command("demo")
 @click.option("--series", "name", default="batch-tlb-flush-demo", show_default=True,
               help="A series with a threads folder to publish into the local mirror.")
+@click.option("--target", "-t", "targets", multiple=True,
+              help="Gate only these targets [default: the series' targets].")
+@click.option("--no-gate", is_flag=True, help="Stop after fetching and diffing the series.")
 @format_option
 @pass_ctx
-def demo_cmd(ctx: Ctx, name: str, fmt: str) -> None:
+def demo_cmd(ctx: Ctx, name: str, targets: tuple[str, ...], no_gate: bool, fmt: str) -> None:
     """Run the offline demo: local lore mirror, b4 fetch, version diff, and the
     kernel stages that are available (see README "What works today")."""
     from patchflow import demo
@@ -22,11 +25,13 @@ def demo_cmd(ctx: Ctx, name: str, fmt: str) -> None:
         if fmt == "text":
             click.echo(msg)
 
-    results = demo.run(ctx.ws, ctx.state, name, say)
+    results = demo.run(ctx.ws, ctx.state, name, say, targets=list(targets) or None,
+                       gate=not no_gate)
     if fmt == "json":
         emit_json([r.to_json() for r in results])
     else:
         click.echo("")
         for r in results:
-            click.echo(f"{r.stage:<14} {r.status.value.upper():<6} {r.duration:7.1f}s  {r.summary}")
+            click.echo(f"{(r.target or '-'):<14} {r.stage:<17} {r.status.value.upper():<6} "
+                       f"{r.duration:7.1f}s  {r.summary}")
     raise SystemExit(exit_code(r.status for r in results))
