@@ -35,8 +35,8 @@ results.json (``"schema": "patchflow.results/1"``, written by
   ``method`` (e.g. "am", "am -3", "cherry-pick"), ``base`` (commit).
 * bench: ``environment`` = {"vcpus", "accel", "memory_mb", "host_cpu",
   "host_cpus", "kernel_base", "kernel_patched", "workload", "runs"}; the
-  samples carry the numbers.  Metrics: ``bogo_ops_s`` (higher is better),
-  ``tlb_shootdowns``, ``ipis``, ``shootdowns_per_reclaimed_page`` (lower is
+  samples carry the numbers.  Metrics: ``bogo_ops_per_s`` (higher is better),
+  ``tlb_shootdowns``, ``call_ipis``, ``tlb_per_reclaimed_page`` (lower is
   better); any other metric is shown without a direction.
 * livepatch-build: ``module``, ``functions`` (list of str), ``safety`` =
   [{"severity", "message"}].
@@ -79,14 +79,14 @@ class MetricInfo:
 
 
 METRICS: dict[str, MetricInfo] = {
-    "bogo_ops_s": MetricInfo("stress-ng throughput", "bogo ops/s", True),
+    "bogo_ops_per_s": MetricInfo("stress-ng throughput", "bogo ops/s", True),
     "tlb_shootdowns": MetricInfo("TLB shootdowns", "count", False),
-    "ipis": MetricInfo("function-call IPIs", "count", False),
-    "shootdowns_per_reclaimed_page": MetricInfo("TLB shootdowns per reclaimed page",
+    "call_ipis": MetricInfo("function-call IPIs", "count", False),
+    "tlb_per_reclaimed_page": MetricInfo("TLB shootdowns per reclaimed page",
                                                 "per page", False),
 }
 #: the metric the ROI calculator turns into capacity
-THROUGHPUT_METRIC = "bogo_ops_s"
+THROUGHPUT_METRIC = "bogo_ops_per_s"
 BOOTSTRAP_REPS = 2000
 CONFIDENCE = 0.95
 

@@ -126,7 +126,8 @@ def test_calculator_uses_the_measured_interval(browser: Browser, tmp_path: Path)
     assert browser.text("#roi-verdict").startswith("Significant improvement")
     env = browser.text("#roi-env")
     assert "emulated QEMU guest" in env and "2 vCPUs" in env
-    assert "95% CI +1.5% … +8.0%, 8 runs per variant, 2 vCPUs, tcg" in browser.text("#roi-change")
+    ci = f"95% CI {roi['ci_low_pct']:+.1f}% … {roi['ci_high_pct']:+.1f}%"
+    assert f"{ci}, 8 runs per variant, 2 vCPUs, tcg" in browser.text("#roi-change")
     # a user changing the fleet size sees the figures follow
     browser.type("#roi-fleet", "10")
     assert browser.text("#roi-nodes").startswith(f"{10 * _freed(roi['ci_low_pct']):.1f} to ")
@@ -139,9 +140,9 @@ def test_calculator_refuses_to_promise_without_significance(browser: Browser,
     doc = copy.deepcopy(json.loads(DATA.read_text()))
     bench = next(r for r in doc["results"] if r["stage"] == "bench" and r["samples"])
     base = [s["value"] for s in bench["samples"]
-            if s["metric"] == "bogo_ops_s" and s["variant"] == "base"]
+            if s["metric"] == "bogo_ops_per_s" and s["variant"] == "base"]
     for s in bench["samples"]:
-        if s["metric"] == "bogo_ops_s" and s["variant"] == "patched":
+        if s["metric"] == "bogo_ops_per_s" and s["variant"] == "patched":
             s["value"] = base[(s["rep"] + 3) % len(base)] * 1.003  # same spread, no real change
     roi = json.loads(report.build_view(doc).roi_json)[0]
     assert not roi["significant"]

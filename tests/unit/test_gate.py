@@ -51,8 +51,8 @@ class Fake:
                 raise KeyError("boom")  # an internal bug: must become an ERROR result
             details = {}
             if name == "bench":
-                details["samples"] = [["base", 0, "bogo_ops_s", 100.0],
-                                      ["patched", 0, "bogo_ops_s", 104.0]]
+                details["samples"] = [["base", 0, "bogo_ops_per_s", 100.0],
+                                      ["patched", 0, "bogo_ops_per_s", 104.0]]
             return StageResult(stage=name, status=st, summary=f"{name} {st.value}",
                                target=target, details=details)
         return run
@@ -113,7 +113,7 @@ def test_unchanged_inputs_are_reused(ws: Workspace, state: State) -> None:
     assert r.exit_code == 1
     bench = next(e for e in r.entries if e.result.stage == "bench"
                  and e.result.target == "linux-6.12.y")
-    assert ("patched", 0, "bogo_ops_s", 104.0) in bench.samples
+    assert ("patched", 0, "bogo_ops_per_s", 104.0) in bench.samples
     third = Fake()
     run(ws, state, third, force=True)
     assert len(third.calls) == 1 + 7 * len(TARGETS)  # --force: everything, nothing skipped

@@ -63,14 +63,14 @@ def test_mail_withholds_tested_by_on_a_regression() -> None:
 
 
 def test_significance() -> None:
-    up = report.compare("bogo_ops_s", [100, 101, 99, 100, 102], [110, 111, 109, 112, 110])
+    up = report.compare("bogo_ops_per_s", [100, 101, 99, 100, 102], [110, 111, 109, 112, 110])
     assert up.significant and up.verdict == "better"
     assert up.ci_low_pct is not None and 8 < up.ci_low_pct < up.change_pct < up.ci_high_pct  # type: ignore[operator]
-    flat = report.compare("bogo_ops_s", [100, 110, 90, 105, 95], [101, 111, 89, 104, 97])
+    flat = report.compare("bogo_ops_per_s", [100, 110, 90, 105, 95], [101, 111, 89, 104, 97])
     assert not flat.significant and flat.verdict == "no significant change"
     worse = report.compare("tlb_shootdowns", [100, 101, 99], [150, 149, 151])
     assert worse.verdict == "worse"
-    lone = report.compare("ipis", [100], [50])
+    lone = report.compare("call_ipis", [100], [50])
     assert lone.ci_low_pct is None and not lone.significant
 
 
