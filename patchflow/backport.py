@@ -694,6 +694,7 @@ def store(s: Session, config_root: Path) -> Path:
     dest = queue_dir(config_root, s.series, s.target)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{s.target}.", dir=dest.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the queue is part of the repository
     try:
         files = gitrepo.format_patch(s.worktree, s.base, head, tmp)
         atomic_write(tmp / "series", "".join(f"{f.name}\n" for f in files))

@@ -35,7 +35,7 @@ from typing import Any
 from patchflow.errors import CommandFailed, CommandTimeout, NotFound, UserError
 from patchflow.result import StageResult, Status, measure
 from patchflow.runner import run, which
-from patchflow.workspace import atomic_write_json
+from patchflow.workspace import atomic_write, atomic_write_json
 
 #: the files kept per variant; name in the build dir -> name in the artefact dir
 ARTEFACTS: dict[str, str] = {
@@ -359,6 +359,16 @@ def configure(src_dir: Path, build_dir: Path, fragments: Sequence[Path], *, base
     return check_config(requested, actual, kconfig_symbols(src_dir))
 
 
+def fragments_hash(fragments: Sequence[Path], base_config: str) -> str:
+    """What the configuration was made from: the base config and the fragments' bytes."""
+    import hashlib
+
+    h = hashlib.sha256(base_config.encode())
+    for f in fragments:
+        h.update(b"\0" + f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
 def kernel_release(src_dir: Path, build_dir: Path) -> str:
     rel = build_dir / "include" / "config" / "kernel.release"
     if rel.exists():
@@ -397,10 +407,18 @@ def build(src_dir: Path, build_dir: Path, fragments: Sequence[Path], *, log: Pat
                                "jobs": jobs or os.cpu_count() or 1}
     with measure() as sw:
         try:
+            stamp = build_dir / ".patchflow-fragments"
+            frag_hash = fragments_hash(fragments, base_config)
+            if not reconfigure and stamp.exists() and stamp.read_text().strip() != frag_hash:
+                return StageResult(
+                    stage, Status.ERROR, "the kconfig fragments changed since the base build "
+                    f"configured {build_dir}: rebuild the base variant first",
+                    0.0, target, {**details, "kind": "stale-config"}, str(log))
             if reconfigure or not (build_dir / ".config").exists():
                 progress("configuring")
                 check = configure(src_dir, build_dir, fragments, base_config=base_config, log=log,
                                   jobs=jobs, cc=cc)
+                atomic_write(stamp, frag_hash + "\n")
             else:
                 run(make_argv(src_dir, build_dir, ["olddefconfig"], jobs=jobs, cc=cc), log=log,
                     timeout=900)
