@@ -79,6 +79,12 @@ def make_argv(src_dir: Path, build_dir: Path, targets: Sequence[str], *, jobs: i
     if cc:
         # one argv element: make takes "CC=ccache gcc" as a single assignment, no shell involved
         argv.append(f"CC={cc}")
+    # LOCALVERSION set (even empty) stops setlocalversion from appending "+" for a
+    # source tree that is not at a release tag: base and patched builds (and the
+    # live patch built against them) must share one kernel release, or the module's
+    # vermagic does not match the kernel it is meant for
+    # (tests/integration/test_gate_e2e.py caught "invalid module format").
+    argv.append("LOCALVERSION=")
     argv.extend(extra)
     argv.extend(targets)
     return argv

@@ -17,7 +17,8 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "kbuild"
 def test_make_argv_out_of_tree_with_ccache() -> None:
     argv = kbuild.make_argv(Path("/src"), Path("/b"), ["bzImage", "modules"], jobs=2,
                             cc="ccache gcc")
-    assert argv == ["make", "-C", "/src", "O=/b", "-j2", "CC=ccache gcc", "bzImage", "modules"]
+    assert argv == ["make", "-C", "/src", "O=/b", "-j2", "CC=ccache gcc", "LOCALVERSION=",
+                    "bzImage", "modules"]
 
 
 def test_make_argv_defaults_to_nproc(monkeypatch: pytest.MonkeyPatch) -> None:
