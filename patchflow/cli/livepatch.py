@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from patchflow.cli.options import Ctx, emit_json, format_option, pass_ctx, target_option
-from patchflow.errors import NotFound, UserError
+from patchflow.errors import UserError
 from patchflow.result import StageResult, Status
 
 
@@ -43,31 +43,17 @@ def _finish(res: StageResult) -> None:
         sys.exit(code)
 
 
-def _stored_patch(ctx: Ctx, series: str, target: str) -> Path:
-    folder = ctx.ws.config_root / "series" / series / "backports" / target
-    patches = sorted(folder.glob("*.patch")) if folder.is_dir() else []
-    if not patches:
-        raise NotFound(f"no stored backport of {series} for {target} in {folder}; "
-                       f"run: patchflow backport {series} --target {target}")
-    out = ctx.ws.cache_dir("livepatch", series, target) / "series.patch"
-    out.write_text("".join(p.read_text() for p in patches))
-    return out
-
-
 def _tree(ctx: Ctx, target: str | None, source: str | None, build_dir: str | None) -> Any:
+    """An explicit tree, or the target's base view (base sources, O= dir, base vmlinux)."""
     from patchflow.livepatch.generate import KernelTree
 
     if source and build_dir:
         return KernelTree(Path(source).absolute(), Path(build_dir).absolute())
     if not target:
         raise UserError("give --target, or both --source and --build-dir")
-    from patchflow import kbuild
+    from patchflow.pipeline import base_tree
 
-    art = kbuild.locate(ctx.ws.cache, target, "base")
-    src = Path(source) if source else art.src_dir
-    if src is None:
-        raise NotFound(f"the base build of {target} does not record its source dir")
-    return KernelTree(src.absolute(), Path(build_dir or art.build_dir).absolute())
+    return base_tree(ctx.ws, ctx.ws.config.target(target))
 
 
 @click.group("livepatch")
@@ -123,10 +109,11 @@ def build_cmd(ctx: Ctx, series: str, target: str | None, patch: str | None, sour
     """Build a live-patch module of SERIES for --target."""
     from patchflow.livepatch import backends
     from patchflow.livepatch.generate import generate, module_name
+    from patchflow.pipeline import stored_patch
     from patchflow.workspace import atomic_write_json
 
     tree = _tree(ctx, target, source, build_dir)
-    patch_path = Path(patch) if patch else _stored_patch(ctx, series, target or "")
+    patch_path = Path(patch) if patch else stored_patch(ctx.ws, series, target or "")
     mod = name or module_name(series)
     outdir = (Path(out) if out else ctx.ws.root / "livepatch" / series / (target or "custom")).absolute()
     outdir.mkdir(parents=True, exist_ok=True)
