@@ -33,20 +33,31 @@ BASE_ENV: dict[str, str] = {
     "LC_ALL": "C",
 }
 
+#: inherited variables that would override ``-C``/``--git-dir`` and point git at
+#: another repository or index; only the explicit ``env`` of a call may set them
+#: (tests/unit/test_gitrepo.py::test_inherited_git_env_is_ignored)
+INHERITED_UNSAFE = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                    "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_COMMON_DIR", "GIT_NAMESPACE",
+                    "GIT_CEILING_DIRECTORIES")
+
 #: a kernel-sized ``git add``/``worktree add`` on 2 contended cores takes minutes
 SLOW = 3600.0
+
+
+def run_git(args: Sequence[str], *, cwd: Path | None = None,
+            env: Mapping[str, str] | None = None, check: bool = True, timeout: float = 600.0,
+            input: str | None = None, log: Path | None = None) -> runner.Completed:
+    """The one place that starts git: deterministic environment, inherited overrides removed."""
+    return runner.run(["git", *args], cwd=cwd, env={**BASE_ENV, **(env or {})}, check=check,
+                      timeout=timeout, input=input, log=log, unset=INHERITED_UNSAFE)
 
 
 def git(repo: Path, *args: str, env: Mapping[str, str] | None = None, check: bool = True,
         timeout: float = 600.0, input: str | None = None, log: Path | None = None,
         git_dir: bool = False) -> runner.Completed:
     """Run ``git -C repo ARGS`` (``--git-dir=repo`` when *git_dir*)."""
-    full_env = dict(BASE_ENV)
-    if env:
-        full_env.update(env)
     where = [f"--git-dir={repo}"] if git_dir else ["-C", str(repo)]
-    return runner.run(["git", *where, *args], env=full_env, check=check, timeout=timeout,
-                      input=input, log=log)
+    return run_git([*where, *args], env=env, check=check, timeout=timeout, input=input, log=log)
 
 
 def out(repo: Path, *args: str, **kw: object) -> str:
@@ -101,7 +112,7 @@ def init_bare(path: Path) -> None:
     if (path / "HEAD").exists():
         return
     path.mkdir(parents=True, exist_ok=True)
-    runner.run(["git", "init", "--quiet", "--bare", str(path)], env=BASE_ENV)
+    run_git(["init", "--quiet", "--bare", str(path)])
     configure(path)
 
 
@@ -195,11 +206,11 @@ def ls_remote_heads(remote: str, branch: str) -> str | None:
 
     Raises NotFound if the remote itself cannot be reached or is no repository.
     """
-    done = runner.run(["git", "ls-remote", "--heads", remote, f"refs/heads/{branch}"],
-                      env=BASE_ENV, check=False, timeout=120)
+    done = run_git(["ls-remote", "--heads", "--", remote, f"refs/heads/{branch}"], check=False,
+                   timeout=120)
     if not done.ok:
-        raise NotFound(f"git remote {remote!r} is not reachable or not a repository:\n"
-                       f"{done.tail.strip()}")
+        last = (done.tail.strip().splitlines() or ["no answer"])[-1]
+        raise NotFound(f"git remote {remote!r} is not reachable or not a repository: {last}")
     for line in done.stdout.splitlines():
         sha, _, ref = line.partition("\t")
         if ref == f"refs/heads/{branch}":
@@ -208,11 +219,21 @@ def ls_remote_heads(remote: str, branch: str) -> str | None:
 
 
 def fetch_branch(repo: Path, remote: str, branch: str, local_ref: str) -> str:
-    git(repo, "fetch", "--no-tags", remote, f"+refs/heads/{branch}:{local_ref}",
-        timeout=SLOW, git_dir=True)
+    done = git(repo, "fetch", "--no-tags", "--", remote, f"+refs/heads/{branch}:{local_ref}",
+               timeout=SLOW, git_dir=True, check=False)
+    if not done.ok:
+        last = (done.tail.strip().splitlines() or ["no answer"])[-1]
+        raise NotFound(f"fetching {branch} from {remote!r} failed: {last}")
     sha = rev_parse(repo, local_ref)
     assert sha is not None
     return sha
+
+
+def fetch_tag(repo: Path, remote: str, tag: str) -> str | None:
+    """Fetch one tag; its commit, or None when the remote has no such tag."""
+    done = git(repo, "fetch", "--no-tags", "--", remote, f"+refs/tags/{tag}:refs/tags/{tag}",
+               git_dir=True, timeout=SLOW, check=False)
+    return rev_parse(repo, f"refs/tags/{tag}") if done.ok else None
 
 
 # --------------------------------------------------------------------------- worktrees
@@ -319,6 +340,75 @@ def apply_check(worktree: Path, patch: Path, *, env: Mapping[str, str] | None = 
     return git(worktree, *apply_check_argv(patch, **kw), env=env, check=False)  # type: ignore[arg-type]
 
 
+def checked_patch_paths(patch_text: str) -> list[str]:
+    """Every path a patch names (old and new side), refused unless it stays inside the tree.
+
+    Called before a patch touches the file system: a path from a mailed patch
+    is data from outside, and ``../`` or an absolute path would read or write
+    beyond the tree it is applied to (tests/unit/test_gitrepo.py::
+    test_apply_to_directory_refuses_skips_and_escapes).
+    """
+    paths: list[str] = []
+
+    def check(rel: str, shown: str) -> None:
+        if not rel or rel.startswith("/") or ".." in Path(rel).parts or "\0" in rel:
+            raise WorkspaceError(f"patch path {shown!r} leaves the tree: refused")
+        if rel not in paths:
+            paths.append(rel)
+
+    for line in patch_text.splitlines():
+        if line.startswith(("rename from ", "rename to ", "copy from ", "copy to ")):
+            name = line.split(" ", 2)[2]
+            check(name, name)  # these carry no a/ b/ prefix
+            continue
+        if line.startswith("diff --git "):
+            names = line[len("diff --git "):].split(" ")
+        elif line.startswith(("--- ", "+++ ")):
+            names = [line[4:].split("\t")[0]]
+        else:
+            continue
+        for name in names:
+            if name == "/dev/null":
+                continue
+            if name.startswith("/"):
+                raise WorkspaceError(f"patch path {name!r} is absolute: refused")
+            check(name.split("/", 1)[1] if "/" in name else "", name)
+    return paths
+
+
+#: "Applied patch mm/vmscan.c cleanly." (git apply --verbose, one line per file)
+_APPLIED_RE = re.compile(r"^Applied patch (.+?) cleanly\.$", re.M)
+
+
+def apply_to_directory(directory: Path, patch: Path, *, log: Path | None = None) -> list[str]:
+    """Apply *patch* to the plain directory *directory* (``-p1``, no fuzz); the files it changed.
+
+    ``git apply`` run inside another repository's work tree takes the patch's
+    paths relative to that repository's top and silently skips the ones
+    outside the current directory, exiting 0 (a workspace inside a kernel
+    checkout, or the patchflow checkout, was enough to lose the whole patch).
+    ``GIT_CEILING_DIRECTORIES`` stops the repository discovery at *directory*,
+    and every file the patch names must be reported as applied: anything else
+    is an error, never a silent success (tests/unit/test_gitrepo.py::
+    test_apply_to_directory_inside_a_work_tree).
+    """
+    text = patch.read_text(encoding="utf-8", errors="surrogateescape")
+    checked_patch_paths(text)
+    directory = directory.resolve()
+    env = {"GIT_CEILING_DIRECTORIES": str(directory.parent)}
+    done = run_git(["apply", "--verbose", "--whitespace=nowarn", "-p1", str(patch.resolve())],
+                   cwd=directory, env=env, check=False, timeout=120, log=log)
+    if not done.ok:
+        raise WorkspaceError(f"{patch.name} does not apply to {directory}:\n{done.tail.strip()}")
+    applied = set(_APPLIED_RE.findall(done.stdout + done.stderr))
+    diffs = {m.group(2) for m in re.finditer(r"^diff --git (\S+) b/(\S+)$", text, re.M)}
+    missing = sorted(diffs - applied)
+    if missing or not applied:
+        raise WorkspaceError(f"{patch.name}: git apply skipped {', '.join(missing) or 'every file'}"
+                             f" in {directory} (nothing was applied)")
+    return sorted(applied)
+
+
 def apply_cached(repo: Path, patch: Path, index: Path, *, three_way: bool = False
                  ) -> runner.Completed:
     argv = ["apply", "--cached", "--verbose"] + (["--3way"] if three_way else []) + [str(patch)]
@@ -416,6 +506,23 @@ def show_file(repo: Path, ref: str, path: str) -> str | None:
     return done.stdout if done.ok else None
 
 
+def blob_sha(repo: Path, abbrev: str) -> str | None:
+    """The full id of the blob *abbrev* names, or None when the repository lacks it."""
+    done = git(repo, "rev-parse", "--verify", "--quiet", f"{abbrev}^{{blob}}", check=False)
+    return done.stdout.strip() if done.ok and done.stdout.strip() else None
+
+
+def index_add(repo: Path, env: Mapping[str, str], path: str, blob: str) -> None:
+    """Put *blob* at *path* in the index named by ``env["GIT_INDEX_FILE"]``."""
+    git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+
+
+def index_file(repo: Path, index: Path, path: str) -> str | None:
+    """The text of *path* as a scratch index holds it, or None."""
+    done = git(repo, "show", f":{path}", env={"GIT_INDEX_FILE": str(index)}, check=False)
+    return done.stdout if done.ok else None
+
+
 def mailsplit(mbox: Path, outdir: Path) -> list[Path]:
     """Split an mbox into one file per message, in order (``git mailsplit``)."""
     if outdir.exists():
@@ -423,7 +530,7 @@ def mailsplit(mbox: Path, outdir: Path) -> list[Path]:
 
         shutil.rmtree(outdir)
     outdir.mkdir(parents=True)
-    runner.run(["git", "mailsplit", "-b", "-d4", f"-o{outdir}", str(mbox)], env=BASE_ENV)
+    run_git(["mailsplit", "-b", "-d4", f"-o{outdir}", str(mbox)])
     return sorted(p for p in outdir.iterdir() if re.fullmatch(r"\d{4}", p.name))
 
 

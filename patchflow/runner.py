@@ -102,10 +102,12 @@ def run(
     check: bool = True,
     input: str | None = None,
     capture: bool = True,
+    unset: Sequence[str] = (),
 ) -> Completed:
     """Run *argv* (never through a shell).
 
-    ``env`` is merged over the current environment.  Output (stdout and stderr
+    ``env`` is merged over the current environment, after removing the
+    variables named in ``unset`` from it.  Output (stdout and stderr
     interleaved) is appended to *log* as it arrives.  With ``check=True`` a
     non-zero exit raises :class:`CommandFailed` carrying the output tail;
     with ``check=False`` it is returned for the caller to interpret as a result.
@@ -115,7 +117,7 @@ def run(
     if not args:
         raise ValueError("empty argv")
     exe = which(args[0]) if os.sep not in args[0] else args[0]
-    full_env = dict(os.environ)
+    full_env = {k: v for k, v in os.environ.items() if k not in unset}
     if env:
         full_env.update(env)
     start = time.monotonic()

@@ -99,6 +99,10 @@ def patched_files(patch_text: str) -> list[str]:
 
 def overlay_tree(patch_text: str, source: Path, overlay: Path) -> list[str]:
     """Copy the files *patch_text* touches into *overlay* and apply it there."""
+    from patchflow import gitrepo
+
+    # every path is checked before anything is copied: a mailed patch is outside data
+    gitrepo.checked_patch_paths(patch_text)
     files = patched_files(patch_text)
     overlay.mkdir(parents=True, exist_ok=True)
     for f in files:
@@ -109,8 +113,12 @@ def overlay_tree(patch_text: str, source: Path, overlay: Path) -> list[str]:
             shutil.copy2(src, dst)
     patch = overlay.parent / (overlay.name + ".patch")
     patch.write_text(patch_text)
-    # git apply outside a repository is a plain, fuzz-free patch(1)
-    run(["git", "apply", "--whitespace=nowarn", "-p1", str(patch.resolve())], cwd=overlay, timeout=60)
+    gitrepo.apply_to_directory(overlay, patch)
+    unchanged = [f for f in files if (source / f).is_file() and (overlay / f).is_file()
+                 and (source / f).read_bytes() == (overlay / f).read_bytes()]
+    if unchanged and len(unchanged) == len(files):
+        raise UserError(f"the patch leaves {', '.join(unchanged)} unchanged in {source}: "
+                        "is it already applied there?")
     return files
 
 

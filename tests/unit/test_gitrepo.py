@@ -128,3 +128,77 @@ def test_missing_branch_and_remote(tmp_path: Path, stable: Path) -> None:
         tree.prepare_tree(_ws(tmp_path / "b", str(tmp_path / "nowhere")), "local")
     with pytest.raises(NotFound, match="not prepared"):
         tree.open_tree(_ws(tmp_path / "c", str(stable)), "local")
+
+
+PATCH = """diff --git a/mm/f.c b/mm/f.c
+--- a/mm/f.c
++++ b/mm/f.c
+@@ -1 +1 @@
+-old
++new
+"""
+
+
+@pytest.mark.parametrize("where", ["plain", "inside-work-tree", "same-path-in-outer-tree"])
+def test_apply_to_directory_inside_a_work_tree(tmp_path: Path, where: str) -> None:
+    """The state that broke the demo's live patch: a workspace inside a git work tree
+    (the patchflow checkout, the user's kernel tree) made `git apply` skip every file
+    and exit 0 (issue 10)."""
+    top = tmp_path / "outer"
+    top.mkdir()
+    if where != "plain":
+        sh(top, "init", "-q")
+    if where == "same-path-in-outer-tree":
+        (top / "mm").mkdir()
+        (top / "mm" / "f.c").write_text("old\n")
+    overlay = top / ".patchflow" / "livepatch" / "after"
+    (overlay / "mm").mkdir(parents=True)
+    (overlay / "mm" / "f.c").write_text("old\n")
+    patch = tmp_path / "p.diff"
+    patch.write_text(PATCH)
+    # the bug, reproduced with the plain command the generator used to run
+    subprocess.run(["git", "apply", "-p1", str(patch)], cwd=overlay, check=True)
+    expected_by_plain_git = "old\n" if where != "plain" else "new\n"
+    assert (overlay / "mm" / "f.c").read_text() == expected_by_plain_git
+    (overlay / "mm" / "f.c").write_text("old\n")
+    if where == "same-path-in-outer-tree":
+        (top / "mm" / "f.c").write_text("old\n")
+
+    assert gitrepo.apply_to_directory(overlay, patch) == ["mm/f.c"]
+    assert (overlay / "mm" / "f.c").read_text() == "new\n"
+    if where == "same-path-in-outer-tree":
+        assert (top / "mm" / "f.c").read_text() == "old\n"  # the outer tree is never touched
+
+
+def test_apply_to_directory_refuses_skips_and_escapes(tmp_path: Path) -> None:
+    overlay = tmp_path / "o"
+    (overlay / "mm").mkdir(parents=True)
+    (overlay / "mm" / "f.c").write_text("other\n")
+    patch = tmp_path / "p.diff"
+    patch.write_text(PATCH)
+    with pytest.raises(WorkspaceError, match="does not apply"):
+        gitrepo.apply_to_directory(overlay, patch)
+    evil = tmp_path / "evil.diff"
+    evil.write_text(PATCH.replace("a/mm/f.c", "a/../../etc/f.c").replace("b/mm/f.c",
+                                                                          "b/../../etc/f.c"))
+    with pytest.raises(WorkspaceError, match="leaves the tree"):
+        gitrepo.apply_to_directory(overlay, evil)
+    with pytest.raises(WorkspaceError, match="absolute"):
+        gitrepo.checked_patch_paths(PATCH.replace("+++ b/mm/f.c", "+++ /etc/passwd"))
+
+
+def test_inherited_git_env_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GIT_DIR/GIT_WORK_TREE/GIT_INDEX_FILE from the caller's shell would override -C."""
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    for r in (mine, other):
+        r.mkdir()
+        sh(r, "init", "-q")
+        (r / "f").write_text(r.name)
+        sh(r, "add", "f")
+        sh(r, "commit", "-q", "-m", r.name)
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+    assert gitrepo.commit_message(mine, "HEAD").strip() == "mine"
+    assert gitrepo.head(mine) != subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=mine).stdout.strip()
