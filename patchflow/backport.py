@@ -81,10 +81,24 @@ class Hunk:
     old_len: int
     new_start: int
     function: str  # from the hunk header's function context, may be ""
+    #: the pre-image lines (context and removed), without their ' '/'-' prefix
+    old_lines: tuple[str, ...] = ()
+    #: how many context lines come before the first changed line
+    lead: int = 0
 
 
 @dataclass(frozen=True)
 class ConflictSpot:
+    """Where a patch does not go in: always a line of the *target's* file.
+
+    The line is where the hunk's first change lands in the target branch's
+    version of the file (the hunk's pre-image located there), and the
+    function is the one enclosing it in that file.  It is computed the same
+    way whether or not a 3-way merge could run, so neither the cache (are the
+    pre-image blobs in the repository?) nor ``--check`` against a real run
+    changes it (tests/unit/test_backport.py::test_conflict_spot_without_preimage_blobs).
+    """
+
     path: str
     line: int
     function: str
@@ -106,6 +120,8 @@ class PatchResult:
     offsets: list[str] = field(default_factory=list)
     note: str = ""
     commit: str = ""
+    #: where the conflict markers are in the worktree (a 3-way merge that conflicted)
+    markers: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -124,7 +140,7 @@ class PatchResult:
 # --------------------------------------------------------------------------- parsing
 
 # @@ -1234,7 +1240,8 @@ static unsigned int shrink_folio_list(struct list_head *folio_list,
-HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,\d+)? @@ ?(.*)$")
+HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@ ?(.*)$")
 # diff --git a/mm/vmscan.c b/mm/vmscan.c
 DIFF_RE = re.compile(r"^diff --git a/(\S+) b/(\S+)$")
 # static unsigned int shrink_folio_list(struct list_head *folio_list,
@@ -147,15 +163,83 @@ def function_name(context: str) -> str:
 def hunks(diff: str) -> list[Hunk]:
     out: list[Hunk] = []
     path = ""
+    cur: dict[str, Any] | None = None
+    changed = False
+    old_left = new_left = 0
+
+    def flush() -> None:
+        if cur is not None:
+            out.append(Hunk(**{**cur, "old_lines": tuple(cur["old_lines"])}))
+
     for line in diff.splitlines():
         m = DIFF_RE.match(line)
         if m:
+            flush()
+            cur = None
             path = m.group(2)
             continue
         h = HUNK_RE.match(line)
         if h and path:
-            out.append(Hunk(path, int(h.group(1)), int(h.group(2) or 1), int(h.group(3)),
-                            function_name(h.group(4))))
+            flush()
+            old_left = int(h.group(2) if h.group(2) is not None else 1)
+            new_left = int(h.group(4) if h.group(4) is not None else 1)
+            cur = {"path": path, "old_start": int(h.group(1)), "old_len": old_left,
+                   "new_start": int(h.group(3)), "function": function_name(h.group(5)),
+                   "old_lines": [], "lead": 0}
+            changed = False
+            continue
+        if cur is None or (old_left <= 0 and new_left <= 0):
+            continue
+        tag, text = (line[0], line[1:]) if line else (" ", "")
+        if tag == " ":
+            cur["old_lines"].append(text)
+            old_left, new_left = old_left - 1, new_left - 1
+            if not changed:
+                cur["lead"] += 1
+        elif tag == "-":
+            cur["old_lines"].append(text)
+            old_left -= 1
+            changed = True
+        elif tag == "+":
+            new_left -= 1
+            changed = True
+    flush()
+    return out
+
+
+def locate_hunk(lines: Sequence[str], h: Hunk) -> int:
+    """0-based index in *lines* (a target's file) where *h*'s first change belongs.
+
+    Each pre-image line votes for the offset at which it matches the file;
+    blank and brace-only lines vote only when nothing else matched.  The
+    offset with the most votes wins, the one nearest the patch's own line
+    number on a tie.  A hunk that matches nowhere lands at its own line.
+    """
+    positions: dict[str, list[int]] = {}
+    for i, text in enumerate(lines):
+        positions.setdefault(text, []).append(i)
+    votes: dict[int, float] = {}
+    weak: dict[int, float] = {}
+    for j, text in enumerate(h.old_lines):
+        trivial = text.strip() in ("", "{", "}", "};", "break;", "return 0;")
+        for i in positions.get(text, ()):
+            bucket = weak if trivial else votes
+            # a line found in many places says little about where the hunk goes
+            bucket[i - j] = bucket.get(i - j, 0.0) + 1.0 / len(positions[text])
+    tally = votes or weak
+    want = h.old_start - 1
+    if not tally:
+        return min(max(want + h.lead, 0), max(len(lines) - 1, 0))
+    best = max(tally.items(), key=lambda kv: (round(kv[1], 6), -abs(kv[0] - want)))[0]
+    return min(max(best + h.lead, 0), max(len(lines) - 1, 0))
+
+
+def target_spots(lines: Sequence[str], hs: Sequence[Hunk]) -> list[ConflictSpot]:
+    """The target-side :class:`ConflictSpot` of each hunk of one file."""
+    out = []
+    for h in hs:
+        i = locate_hunk(lines, h)
+        out.append(ConflictSpot(h.path, i + 1, enclosing_function(lines, i) or h.function))
     return out
 
 
@@ -313,29 +397,67 @@ def _preimages(diff: str) -> dict[str, str]:
     return out
 
 
-def _hunk_function(repo: Path, h: Hunk, blobs: dict[str, str],
-                   cache: dict[str, list[str]]) -> str:
-    """The C function a hunk is in: its header when that names one, else the
-    enclosing function in the pre-image (the header may be a label like ``retry:``)."""
-    if h.function:
-        return h.function
-    blob = blobs.get(h.path)
-    if blob is None:
-        return ""
-    if blob not in cache:
-        done = gitrepo.git(repo, "cat-file", "blob", blob, check=False)
-        cache[blob] = done.stdout.splitlines() if done.ok else []
-    lines = cache[blob]
-    return enclosing_function(lines, h.old_start + 2) if lines else ""
+def _failed_spots(stderr: str, p: PatchInput, read: Callable[[str], str | None]
+                  ) -> list[ConflictSpot]:
+    """Target-side spots of the hunks ``git apply --check`` named as failing.
 
-
-def _failed_spots(repo: Path, stderr: str, p: PatchInput) -> list[ConflictSpot]:
+    ``read(path)`` gives the target's version of a file (the worktree's HEAD,
+    or the ``--check`` index), so the spot is the same for a real run and a
+    check, with or without a 3-way merge.
+    """
     hs = hunks(p.diff)
-    blobs, cache = _preimages(p.diff), dict[str, list[str]]()
     failed = {(path, int(line)) for path, line in FAILED_RE.findall(stderr)}
-    spots = [ConflictSpot(h.path, h.old_start, _hunk_function(repo, h, blobs, cache))
-             for h in hs if (h.path, h.old_start) in failed or not failed]
+    chosen = [h for h in hs if (h.path, h.old_start) in failed] or hs
+    texts: dict[str, list[str]] = {}
+    spots: list[ConflictSpot] = []
+    for h in chosen:
+        if h.path not in texts:
+            text = read(h.path)
+            texts[h.path] = text.splitlines() if text is not None else []
+        lines = texts[h.path]
+        spots += target_spots(lines, [h]) if lines else [
+            ConflictSpot(h.path, h.old_start, h.function)]
     return spots
+
+
+def ensure_preimages(repo: Path, patches: Sequence[PatchInput]) -> dict[str, str]:
+    """Write every pre-image blob a 3-way merge of *patches* needs; the files it cannot.
+
+    ``git am -3`` builds its merge base from the blob ids on the patches'
+    ``index`` lines, so whether a patch 3-way merges used to depend on what
+    the shared repository happened to hold (the series' base imported by an
+    earlier run, or an earlier application of the same series).  Here the
+    first pre-image of each file must be in the repository (the series'
+    base); the later ones are made by applying the series to those blobs in
+    a scratch index, as ``git am --3way`` and ``b4 shazam -H`` build fake
+    ancestors.  Returns ``{path: reason}`` for the files a 3-way merge cannot
+    use, so the result says so instead of silently falling back.
+    """
+    missing: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="patchflow-pre-") as tmp:
+        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        have: set[str] = set()
+        for p in patches:
+            blobs = _preimages(p.diff)
+            usable = True
+            for path, blob in blobs.items():
+                if path in have or path in missing:
+                    usable = usable and path not in missing
+                    continue
+                full = gitrepo.blob_sha(repo, blob)
+                if full is None:
+                    missing[path] = (f"pre-image blob {blob} of {path} (patch {p.idx}) is not in "
+                                     "the repository: the series' base is not imported")
+                    usable = False
+                    continue
+                gitrepo.index_add(repo, env, path, full)
+                have.add(path)
+            if usable and blobs and not gitrepo.git(
+                    repo, "apply", "--cached", str(p.path), env=env, check=False).ok:
+                for path in blobs:
+                    missing.setdefault(path, f"patch {p.idx} does not apply to its own "
+                                             f"pre-image of {path}")
+    return missing
 
 
 def check_series(repo: Path, base: str, patches: Sequence[PatchInput],
@@ -365,12 +487,14 @@ def check_series(repo: Path, base: str, patches: Sequence[PatchInput],
                              env=env, check=False).ok:
                 r.outcome, r.detail = Outcome.PRESENT, "content already in the tree"
             else:
+                # located before the 3-way attempt, which leaves unmerged index entries
+                r.spots = _failed_spots(strict.stderr, p,
+                                        lambda f: gitrepo.index_file(repo, index, f))
                 merged = gitrepo.apply_cached(repo, p.path, index, three_way=True)
                 if merged.ok:
                     r.outcome = Outcome.THREEWAY
                     results.append(r)
                     continue
-                r.spots = _failed_spots(repo, strict.stderr, p)
                 # a failed 3-way leaves unmerged entries: start from a clean index again
                 gitrepo.read_tree(repo, _index_tree(repo, results, base, patches), index)
                 fuzz = None if "with conflicts" in merged.stderr else _fuzz_level(repo, p, env)
@@ -517,19 +641,19 @@ class Session:
         text = done.stdout + done.stderr
         if done.ok:
             r.outcome = Outcome.THREEWAY
-            r.spots = [ConflictSpot(h.path, h.new_start, h.function) for h in hunks(p.diff)
-                       if h.path in gitrepo.diff_names(wt, "HEAD~1", "HEAD")]
+            r.spots = _failed_spots(strict.stderr, p,
+                                    lambda f: gitrepo.show_file(wt, "HEAD~1", f))
             r.note = note_for(r)
             return self._commit(p, r)
-        r.spots = _failed_spots(wt, strict.stderr, p)
+        r.spots = _failed_spots(strict.stderr, p, lambda f: gitrepo.show_file(wt, "HEAD", f))
         unmerged = gitrepo.unmerged_files(wt)
         threeway_ran = "Falling back to patching base and 3-way merge" in text and \
             "could not build fake ancestor" not in text
         if threeway_ran:
             conflicted = unmerged or [f for f in p.files if has_markers(wt / f)]
-            spots = [s for f in conflicted for s in conflict_spots(wt, f)]
-            if spots:
-                r.spots = spots
+            # the markers' lines move with every merged hunk: kept as a pointer for
+            # the editor, never as the reported spot (see ConflictSpot)
+            r.markers = [str(s) for f in conflicted for s in conflict_spots(wt, f)]
             if "using previous resolution" in text and not unmerged and not any(
                     has_markers(wt / f) for f in p.files):
                 # rerere replayed a recorded resolution for every conflict
@@ -942,10 +1066,30 @@ def backport_version(ws: Workspace, state: State, fetched: Fetched, target: str,
                 return result
         say(f"{target}: applying {len(series_patches)} patches of {fetched.series} "
             f"v{fetched.revision} onto {tree.release or tree.head[:12]}")
+        no_3way = preimages_for(ws, fetched.series, tree.repo, series_patches, say)
         s = go(series_patches, notes=_notes(manifest),
-                  previous=manifest if rebase and manifest else {},
-                  known=known_in(tree.repo, tree.head, limit=300))
-        return _finish(ws, state, s, sw)
+               previous=manifest if rebase and manifest else {},
+               known=known_in(tree.repo, tree.head, limit=300))
+        return _finish(ws, state, s, sw, {"threeway_unavailable": no_3way} if no_3way else None)
+
+
+def preimages_for(ws: Workspace, series: str, repo: Path, patches: Sequence[PatchInput],
+                  say: Callable[[str], None]) -> list[str]:
+    """Import the series' base when a target provides it, then write the pre-images.
+
+    Returns why a 3-way merge is impossible for some files (empty when it is
+    possible for all), the same answer on a fresh cache as on a warm one.
+    """
+    from patchflow.tree import ensure_release
+
+    try:
+        base = ws.config.series(series).upstream_base
+    except NotFound:
+        base = ""
+    if base and ensure_release(ws, base, say) is None:
+        say(f"the series' base {base} is not provided by any target: 3-way merges can use "
+            "only blobs the repository already has")
+    return sorted(ensure_preimages(repo, patches).values())
 
 
 def _concat(paths: Sequence[Path], workdir: Path) -> Path:
@@ -996,6 +1140,7 @@ def check_version(ws: Workspace, fetched: Fetched, targets: Sequence[str]
         for target in targets:
             tree = open_tree(ws, target)
             patches = load_patches(tree.repo, fetched.mbox_path, Path(tmp) / target)
+            preimages_for(ws, fetched.series, tree.repo, patches, lambda _m: None)
             out[target] = check_series(tree.repo, tree.head, patches,
                                        known_in(tree.repo, tree.head, limit=300))
     return out

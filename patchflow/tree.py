@@ -33,7 +33,7 @@ from pathlib import Path
 
 from patchflow import gitrepo, runner
 from patchflow.config import DebianSource, TargetConfig
-from patchflow.errors import CommandFailed, NotFound, UserError, WorkspaceError
+from patchflow.errors import NotFound, UserError, WorkspaceError
 from patchflow.workspace import Workspace
 
 Progress = Callable[[str], None]
@@ -64,6 +64,11 @@ class KernelTree:
 
 def repo_path(ws: Workspace) -> Path:
     return ws.cache_dir("trees") / "kernel.git"
+
+
+def repo_path_for(cache: Path) -> Path:
+    """The shared kernel repository of an artefact cache."""
+    return cache / "trees" / "kernel.git"
 
 
 @contextmanager
@@ -215,24 +220,45 @@ def _prepare_debian(ws: Workspace, t: TargetConfig, repo: Path, upto: str | None
 # --------------------------------------------------------------------------- git provider
 
 
-def _prepare_git(t: TargetConfig, repo: Path, upto: str | None, progress: Progress
-                 ) -> tuple[str, str]:
+class BranchRewritten(WorkspaceError):
+    """The remote branch was force-pushed: its new head does not descend from the old one."""
+
+
+def _prepare_git(t: TargetConfig, repo: Path, upto: str | None, progress: Progress,
+                 allow_rewrite: bool = False) -> tuple[str, str]:
+    """Fetch the target's branch; a force-pushed branch is reported, never silently taken.
+
+    The fetch lands in a scratch ref first.  Only when the new head descends
+    from what was fetched last time (or with *allow_rewrite*) does the
+    remote-tracking ref move, so a refused fetch changes nothing
+    (tests/integration/test_tree_git.py).
+    """
     progress(f"{t.name}: checking {t.git.remote} {t.git.branch}")
     if gitrepo.ls_remote_heads(t.git.remote, t.git.branch) is None:
         raise NotFound(f"target {t.name}: branch {t.git.branch!r} does not exist at "
                        f"{t.git.remote}")
     progress(f"{t.name}: fetching {t.git.branch}")
-    sha = gitrepo.fetch_branch(repo, t.git.remote, t.git.branch,
-                               f"refs/remotes/{t.name}/{t.git.branch}")
+    tracking = f"refs/remotes/{t.name}/{t.git.branch}"
+    incoming = f"refs/patchflow/incoming/{t.name}"
+    before = gitrepo.rev_parse(repo, tracking)
+    try:
+        sha = gitrepo.fetch_branch(repo, t.git.remote, t.git.branch, incoming)
+        if before and sha != before and not gitrepo.is_ancestor(repo, before, sha):
+            if not allow_rewrite:
+                raise BranchRewritten(
+                    f"target {t.name}: {t.git.branch} at {t.git.remote} was force-pushed "
+                    f"({before[:12]} is not an ancestor of the new head {sha[:12]}); nothing "
+                    f"changed here: run `patchflow tree prepare {t.name} --allow-rewrite` to "
+                    "take the rewritten history")
+            progress(f"{t.name}: taking the rewritten branch ({before[:12]} -> {sha[:12]})")
+        gitrepo.update_ref(repo, tracking, sha)
+    finally:
+        gitrepo.delete_ref(repo, incoming)
     if upto:
         tag = upto if upto.startswith("v") else f"v{upto}"
-        try:
-            gitrepo.git(repo, "fetch", "--no-tags", t.git.remote,
-                        f"+refs/tags/{tag}:refs/tags/{tag}", git_dir=True, timeout=gitrepo.SLOW)
-        except CommandFailed:
-            raise NotFound(f"target {t.name}: no tag {tag} at {t.git.remote}") from None
-        tagged = gitrepo.rev_parse(repo, f"refs/tags/{tag}")
-        assert tagged is not None
+        tagged = gitrepo.fetch_tag(repo, t.git.remote, tag)
+        if tagged is None:
+            raise NotFound(f"target {t.name}: no tag {tag} at {t.git.remote}")
         sha = tagged
     text = gitrepo.show_file(repo, sha, "Makefile") or ""
     return sha, makefile_version(text) if text else ""
@@ -242,7 +268,7 @@ def _prepare_git(t: TargetConfig, repo: Path, upto: str | None, progress: Progre
 
 
 def prepare_tree(ws: Workspace, target: TargetConfig | str, upto: str | None = None,
-                 progress: Progress | None = None) -> KernelTree:
+                 progress: Progress | None = None, allow_rewrite: bool = False) -> KernelTree:
     """Make the target's branch exist (fetch or import) and point at *upto* (default newest)."""
     t = _target(ws, target)
     say = progress or _quiet
@@ -251,9 +277,31 @@ def prepare_tree(ws: Workspace, target: TargetConfig | str, upto: str | None = N
         if t.provider == "debian":
             sha, ver = _prepare_debian(ws, t, repo, upto, say)
         else:
-            sha, ver = _prepare_git(t, repo, upto, say)
+            sha, ver = _prepare_git(t, repo, upto, say, allow_rewrite)
         gitrepo.update_ref(repo, f"refs/heads/{t.git.branch}", sha)
     return KernelTree(t.name, repo, t.git.branch, sha, ver)
+
+
+def ensure_release(ws: Workspace, version: str, progress: Progress | None = None) -> str | None:
+    """Make the tag of kernel *version* (``v6.12.117``) exist in the shared repository.
+
+    A series' pre-image blobs come from its base; for a base that a Debian
+    target provides, the release is imported (and its predecessors on that
+    branch) without moving any branch.  Returns the commit, or None when no
+    configured target provides that release (a base such as ``mm-unstable``).
+    """
+    tag = version if version.startswith("v") else f"v{version}"
+    repo = repo_path(ws)
+    if (repo / "HEAD").exists() and (sha := gitrepo.rev_parse(repo, f"refs/tags/{tag}")):
+        return sha
+    for t in ws.config.all_targets():
+        if t.debian is None:
+            continue
+        if any(f"v{upstream_version(r)}" == tag for r in t.debian.releases):
+            with repo_lock(ws) as locked:
+                sha, _ver = _prepare_debian(ws, t, locked, tag[1:], progress or _quiet)
+            return sha
+    return None
 
 
 def open_tree(ws: Workspace, target: TargetConfig | str) -> KernelTree:

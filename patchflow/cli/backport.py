@@ -194,16 +194,24 @@ def tree_cmd() -> None:
 @tree_cmd.command("prepare")
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--upto", help="Stop at this release (e.g. 6.12.115); the branch points there.")
+@click.option("--allow-rewrite", is_flag=True,
+              help="Take a remote branch that was force-pushed (refused by default).")
 @format_option
 @pass_ctx
-def tree_prepare(ctx: Ctx, targets: tuple[str, ...], upto: str | None, fmt: str) -> None:
-    """Fetch or build (Debian sources) the branch of each TARGET."""
+def tree_prepare(ctx: Ctx, targets: tuple[str, ...], upto: str | None, allow_rewrite: bool,
+                 fmt: str) -> None:
+    """Fetch or build (Debian sources) the branch of each TARGET.
+
+    A git target whose remote branch was force-pushed since the last fetch is
+    refused (exit 2) and nothing changes, unless --allow-rewrite is given.
+    """
     from patchflow.tree import prepare_tree
 
     out: list[dict[str, Any]] = []
     with progress_sink() as say:
         for t in targets:
-            out.append(prepare_tree(ctx.ws, t, upto=upto, progress=say).to_json())
+            out.append(prepare_tree(ctx.ws, t, upto=upto, progress=say,
+                                    allow_rewrite=allow_rewrite).to_json())
     if fmt == "json":
         emit_json(out)
     else:

@@ -265,7 +265,8 @@ def test_check_without_worktree(repo: Path, tmp_path: Path) -> None:
     base = sh(repo, "rev-parse", "main")
     results = bp.check_series(repo, base, patches, bp.known_in(repo, base))
     assert [r.outcome for r in results] == [Outcome.CONFLICT, Outcome.THREEWAY]
-    assert [str(x) for x in results[0].spots] == ["mm/vmscan.c:28:func3()"]
+    # the target's line, the same one the real run reports (test_conflict_report_continue_and_store)
+    assert [str(x) for x in results[0].spots] == ["mm/vmscan.c:31:func3()"]
     assert sh(repo, "status", "--porcelain") == ""
 
 
@@ -347,3 +348,45 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
     res = runner.invoke(cli, [*base, "status", "demo", "--format", "json"])
     assert [(r["revision"], r["target"], r["state"]) for r in json.loads(res.stdout)] == [
         (1, "local", "done")]
+
+
+def _written_elsewhere(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A two-patch series written in a clone: the repository has none of its blobs."""
+    other = tmp_path / "elsewhere"
+    sh(tmp_path, "clone", "-q", str(repo), str(other))
+    text = (other / "mm/vmscan.c").read_text()
+    commit(other, text.replace("\tint y = x + 5;\n", "\tint y = x + 5; /* up */\n"),
+           "upstream: a comment")
+    sh(other, "tag", "series-base")
+    text = (other / "mm/vmscan.c").read_text()
+    commit(other, text.replace("\tint y = x + 3;\n", "\tint y = x + 33;\n"), "mm: thirty-three")
+    text = (other / "mm/vmscan.c").read_text()
+    commit(other, text.replace("x + 6;\n\n\ty *= 2;", "x + 6;\n\n\ty *= 60;"), "mm: sixty")
+    out = tmp_path / "series"
+    sh(other, "format-patch", "-q", "-o", str(out), "series-base..HEAD")
+    mbox = tmp_path / "series.mbox"
+    mbox.write_bytes(b"".join(p.read_bytes() for p in sorted(out.iterdir())))
+    return other, mbox
+
+
+def test_conflict_spot_without_preimage_blobs(repo: Path, tmp_path: Path) -> None:
+    """The state that broke the fresh-machine run: whether the repository holds the
+    series' pre-image blobs changed the reported conflict location (issue 10)."""
+    other, mbox = _written_elsewhere(repo, tmp_path)
+    stable(repo, "\tint y = x + 3;\n", "\tint y = x + 3 + 0;\n")
+    patches = bp.load_patches(repo, mbox, tmp_path / "load")
+    assert bp.ensure_preimages(repo, patches)  # the base blob is not here: no 3-way
+    without = session(repo, tmp_path, patches, name="wt-without")
+    assert without.phase == "conflict"
+    spots_without = [str(x) for x in without.results[0].spots]
+    bp.Session.load(without.worktree).abort()
+
+    sh(repo, "fetch", "-q", str(other), "refs/tags/series-base:refs/tags/series-base")
+    assert bp.ensure_preimages(repo, patches) == {}
+    # the second patch's pre-image was never in any repository: built from the first
+    pre = bp._preimages(patches[1].diff)["mm/vmscan.c"]
+    assert gitrepo.blob_sha(repo, pre) is not None
+    with_ = session(repo, tmp_path, patches, name="wt-with")
+    assert with_.phase == "conflict" and with_.results[0].markers
+    assert [str(x) for x in with_.results[0].spots] == spots_without == [
+        "mm/vmscan.c:29:func3()"]
