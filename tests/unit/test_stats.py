@@ -62,9 +62,12 @@ def test_same_distribution_is_mostly_not_significant() -> None:
 
 
 def test_ties_are_handled() -> None:
+    # U = 2 (the four 2-vs-2 ties count one half each), centre 8: of the C(8,4) = 70
+    # relabellings of [1,1,2,2,2,2,3,3], 12 are at least as far from the centre
+    # (enumerated by hand with exact fractions): p = 12/70
     a, b = [1.0, 1, 2, 2], [2.0, 2, 3, 3]
-    p = stats.mann_whitney_p(a, b)
-    assert 0 < p < 1
+    assert stats.u_statistic(a, b) == 2
+    assert stats.mann_whitney_p(a, b) == pytest.approx(12 / 70)
 
 
 def test_monte_carlo_beyond_exact_limit(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,47 @@
+"""Artefacts several integration tests need, built once per session when the cache lacks them.
+
+Integration tests never skip for want of an earlier build: a fresh machine
+(an empty ``$PATCHFLOW_CACHE``) builds what is needed here, a warm one reuses
+it.  Everything goes through patchflow's own stages, as a user's run would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from patchflow import kbuild, pipeline
+from patchflow.errors import NotFound
+from patchflow.livepatch.generate import KernelTree
+from patchflow.workspace import Workspace
+
+from ..conftest import REAL_CACHE, REPO_ROOT
+
+TARGET_612 = "linux-6.12.y"
+
+
+@dataclass(frozen=True)
+class BuiltKernel:
+    """A base kernel build: its livepatch view (base sources, O= dir, base vmlinux) and bzImage."""
+
+    tree: KernelTree
+    bzimage: Path
+
+
+@pytest.fixture(scope="session")
+def base_612(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltKernel]:
+    """The base build of linux-6.12.y (MODULES, LIVEPATCH, FTRACE, ORC), built if missing."""
+    ws = Workspace.open(tmp_path_factory.mktemp("base-612") / "ws", REPO_ROOT, cache=REAL_CACHE)
+    tcfg = ws.config.target(TARGET_612)
+    with kbuild.target_lock(ws.cache, tcfg.name):
+        try:
+            kbuild.locate(ws.cache, tcfg.name, "base")
+        except NotFound:
+            [res] = pipeline.build_from_git(ws, tcfg, "batch-tlb-flush-demo", "base", jobs=None,
+                                            log_dir=ws.root / "logs", progress=lambda _m: None)
+            assert res.status.value in ("pass", "warn"), res.summary
+        tree = pipeline.base_tree(ws, tcfg)
+    yield BuiltKernel(tree, kbuild.locate(ws.cache, tcfg.name, "base").bzimage)
