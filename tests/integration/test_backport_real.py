@@ -6,7 +6,10 @@ applies at an offset (may_enter_fs() sits 591 lines lower in 6.1) and one
 needs a 3-way merge (6.1 has no folio_batch_init() next to it).
 
 Uses the shared kernel repository in the cache; linux-6.1.y is set to 6.1.190,
-then moved to 6.1.192, as a new stable release would move it.
+then moved to 6.1.192, as a new stable release would move it.  The series'
+base (6.12.117) is imported first, so its pre-image blobs are there and the
+3-way merges are possible: the outcome must not depend on whether an earlier
+test happened to import 6.12 (a fresh cache reported another conflict line).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pytest
 
 from patchflow import backport as bp
 from patchflow.state import State
-from patchflow.tree import prepare_tree
+from patchflow.tree import ensure_release, prepare_tree
 from patchflow.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "backport" / "vmscan-demo"
@@ -63,14 +66,21 @@ def test_backport_conflict_continue_store_and_rebase(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws", cfg)
     state = State(ws.db_path)
     fetched = Fetched("vmscan-demo", 1, DATA / "v1.mbox")
+    assert ensure_release(ws, "v6.12.117") is not None  # the series' base
     tree = prepare_tree(ws, "linux-6.1.y", upto="6.1.190")
     assert tree.release == "6.1.190"
     forget_our_resolutions(tree.repo)
+    patches = bp.load_patches(tree.repo, fetched.mbox_path, tmp_path / "pre")
+    assert bp.ensure_preimages(tree.repo, patches) == {}
 
     r = bp.backport_version(ws, state, fetched, "linux-6.1.y")
     assert r.status.value == "fail"
+    # the target's line: where the hunk's change goes in 6.1.190's mm/vmscan.c
     assert r.summary == ("conflict in patch 1 (mm/vmscan: assert the folio lock in "
                          "shrink_folio_list()): mm/vmscan.c:1672:shrink_folio_list()")
+    # --check says the same as the real run
+    check = bp.check_series(tree.repo, tree.head, patches)
+    assert [str(x) for x in check[0].spots] == ["mm/vmscan.c:1672:shrink_folio_list()"]
     wt = Path(r.details["worktree"])
     resolve(wt / "mm/vmscan.c")
     r = bp.continue_backport(ws, state, "vmscan-demo", "linux-6.1.y",
