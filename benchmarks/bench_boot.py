@@ -23,8 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from patchflow import kbuild, qemu
+from patchflow.boot import qemu
 from patchflow.errors import NotFound
+from patchflow.kernel import build as kbuild
 from patchflow.workspace import Workspace
 
 

@@ -22,8 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from patchflow import kbuild
 from patchflow.cli.build import apply_argv, source_tree
+from patchflow.kernel import build as kbuild
 from patchflow.runner import run
 from patchflow.workspace import Workspace
 

@@ -14,9 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from patchflow import backport as bp
 from patchflow import gitrepo
-from patchflow.tree import open_tree
+from patchflow.backport import engine as bp
+from patchflow.trees.repo import open_tree
 from patchflow.workspace import Workspace
 
 DEFAULT_MBOX = Path(__file__).resolve().parent.parent / "tests/data/backport/vmscan-demo/v1.mbox"

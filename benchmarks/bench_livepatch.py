@@ -36,7 +36,7 @@ def main() -> int:
     else:
         import os
 
-        from patchflow import kbuild
+        from patchflow.kernel import build as kbuild
 
         cache = Path(os.environ.get("PATCHFLOW_CACHE", Path.home() / ".cache" / "patchflow"))
         art = kbuild.locate(cache, "linux-6.12.y", "base")

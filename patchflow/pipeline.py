@@ -16,7 +16,7 @@ from typing import Any
 
 from patchflow.config import SeriesConfig, TargetConfig
 from patchflow.errors import NotFound, PatchflowError, UserError
-from patchflow.kbuild import Diagnostic
+from patchflow.kernel.build import Diagnostic
 from patchflow.result import StageResult, Status
 from patchflow.state import State
 from patchflow.workspace import Workspace
@@ -39,7 +39,7 @@ def _need_target(stage: str, target: TargetConfig | None) -> TargetConfig:
 
 
 def base_warnings(ws: Workspace, tcfg: TargetConfig) -> list[Diagnostic]:
-    from patchflow import kbuild
+    from patchflow.kernel import build as kbuild
 
     try:
         return kbuild.stored_warnings(kbuild.locate(ws.cache, tcfg.name, "base").info)
@@ -50,7 +50,9 @@ def base_warnings(ws: Workspace, tcfg: TargetConfig) -> list[Diagnostic]:
 def backport_sha(ws: Workspace, series: SeriesConfig | str, tcfg: TargetConfig,
                  revision: int | None = None) -> tuple[int, str]:
     """(revision, sha) of the finished backport of *series* onto *tcfg*."""
-    from patchflow import backport, gitrepo, tree
+    from patchflow import gitrepo
+    from patchflow.backport import engine as backport
+    from patchflow.trees import repo as tree
 
     name = series if isinstance(series, str) else series.name
     cfg = ws.config.series(name)
@@ -73,7 +75,8 @@ def build_from_git(ws: Workspace, tcfg: TargetConfig, series: str, variant: str,
     The patched build reuses the base build's objects: only the files the
     backport changed get new mtimes, so kbuild rebuilds just those.
     """
-    from patchflow import kbuild, tree
+    from patchflow.kernel import build as kbuild
+    from patchflow.trees import repo as tree
 
     kt = tree.prepare_tree(ws, tcfg, progress=progress)
     patched: tuple[int, str] | None = None
@@ -109,7 +112,7 @@ def build_from_git(ws: Workspace, tcfg: TargetConfig, series: str, variant: str,
 def gate_build(ws: Workspace, state: State, cfg: SeriesConfig, revision: int | None,
                target: TargetConfig | None, *, log: Path, variant: str = "base",
                **_extra: Any) -> StageResult:
-    from patchflow import kbuild
+    from patchflow.kernel import build as kbuild
 
     tcfg = _need_target(f"build-{variant}", target)
     say = _logger(log)
@@ -130,7 +133,9 @@ def gate_boot(ws: Workspace, state: State, cfg: SeriesConfig, revision: int | No
               target: TargetConfig | None, *, log: Path, variant: str = "patched",
               **_extra: Any) -> StageResult:
     """Boot the patched kernel and run the smoke profile; the console decides."""
-    from patchflow import bench, kbuild, qemu
+    from patchflow.bench import ab as bench
+    from patchflow.boot import qemu
+    from patchflow.kernel import build as kbuild
 
     tcfg = _need_target("boot", target)
     try:
@@ -153,7 +158,9 @@ def gate_bench(ws: Workspace, state: State, cfg: SeriesConfig, revision: int | N
                target: TargetConfig | None, *, log: Path, **_extra: Any
                ) -> tuple[StageResult, list[tuple[str, int, str, float]]]:
     """A/B benchmark; profile and repetitions from $PATCHFLOW_BENCH_PROFILE/_REPS."""
-    from patchflow import bench, kbuild, qemu
+    from patchflow.bench import ab as bench
+    from patchflow.boot import qemu
+    from patchflow.kernel import build as kbuild
 
     tcfg = _need_target("bench", target)
     try:
@@ -178,7 +185,7 @@ def gate_bench(ws: Workspace, state: State, cfg: SeriesConfig, revision: int | N
 
 def stored_patch(ws: Workspace, series: str, target: str) -> Path:
     """The stored backport queue of (series, target) as one patch file."""
-    from patchflow.backport import stored_patches
+    from patchflow.backport.engine import stored_patches
 
     patches = stored_patches(ws.config_root, series, target)
     if not patches:
@@ -196,8 +203,9 @@ def base_tree(ws: Workspace, tcfg: TargetConfig) -> Any:
     patched build, so the vmlinux (symbol positions, build-id) comes from the
     kept base artefacts and the source worktree is put back at the base head.
     """
-    from patchflow import kbuild, tree
+    from patchflow.kernel import build as kbuild
     from patchflow.livepatch.generate import KernelTree
+    from patchflow.trees import repo as tree
 
     art = kbuild.locate(ws.cache, tcfg.name, "base")
     kt = tree.open_tree(ws, tcfg)
@@ -217,7 +225,7 @@ def gate_livepatch_build(ws: Workspace, state: State, cfg: SeriesConfig, revisio
                          ) -> StageResult:
     import hashlib
 
-    from patchflow import kbuild
+    from patchflow.kernel import build as kbuild
     from patchflow.livepatch import backends
     from patchflow.livepatch.generate import generate, module_name
     from patchflow.workspace import atomic_write_json
@@ -252,7 +260,7 @@ def gate_livepatch_build(ws: Workspace, state: State, cfg: SeriesConfig, revisio
 def gate_livepatch_verify(ws: Workspace, state: State, cfg: SeriesConfig, revision: int | None,
                           target: TargetConfig | None, *, log: Path, **_extra: Any
                           ) -> StageResult:
-    from patchflow import kbuild
+    from patchflow.kernel import build as kbuild
     from patchflow.livepatch.verify import VerifySpec, verify
 
     tcfg = _need_target("livepatch-verify", target)

@@ -100,7 +100,7 @@ def backport_cmd(ctx: Ctx, series: str, targets: tuple[str, ...], revision: int 
     --continue).  A finished backport is stored as a patch queue under
     series/SERIES/backports/TARGET/.
     """
-    from patchflow import backport as bp
+    from patchflow.backport import engine as bp
 
     if sum([check, cont, abort]) > 1:
         raise click.UsageError("--check, --continue and --abort exclude each other")
@@ -113,7 +113,7 @@ def backport_cmd(ctx: Ctx, series: str, targets: tuple[str, ...], revision: int 
                                           fmt))
     if abort:
         raise click.exceptions.Exit(_show([bp.abort_backport(ws, state, series, target)], fmt))
-    from patchflow.series import load_version
+    from patchflow.lore.series import load_version
 
     fetched = load_version(ws, state, series, revision)
     names = _targets(ctx, series, targets)
@@ -150,8 +150,8 @@ def rebase_cmd(ctx: Ctx, series: str, targets: tuple[str, ...], revision: int | 
     Prints a range-diff against the previous backport, which patches now apply
     cleanly and which conflicts are new.
     """
-    from patchflow import backport as bp
-    from patchflow.series import load_version
+    from patchflow.backport import engine as bp
+    from patchflow.lore.series import load_version
 
     ws, state = ctx.ws, ctx.state
     fetched = load_version(ws, state, series, revision)
@@ -171,7 +171,7 @@ def rebase_cmd(ctx: Ctx, series: str, targets: tuple[str, ...], revision: int | 
 @pass_ctx
 def status_cmd(ctx: Ctx, series: str | None, fmt: str) -> None:
     """Matrix of series versions x targets: state and date of the last backport."""
-    from patchflow import backport as bp
+    from patchflow.backport import engine as bp
 
     rows = bp.status_matrix(ctx.state, series)
     if fmt == "json":
@@ -205,7 +205,7 @@ def tree_prepare(ctx: Ctx, targets: tuple[str, ...], upto: str | None, allow_rew
     A git target whose remote branch was force-pushed since the last fetch is
     refused (exit 2) and nothing changes, unless --allow-rewrite is given.
     """
-    from patchflow.tree import prepare_tree
+    from patchflow.trees.repo import prepare_tree
 
     out: list[dict[str, Any]] = []
     with progress_sink() as say:
@@ -224,7 +224,7 @@ def tree_prepare(ctx: Ctx, targets: tuple[str, ...], upto: str | None, allow_rew
 @pass_ctx
 def tree_list(ctx: Ctx, fmt: str) -> None:
     """Targets, their provider and the prepared branch head."""
-    from patchflow.tree import list_trees, release_tags
+    from patchflow.trees.repo import list_trees, release_tags
 
     rows = []
     for t, tree in list_trees(ctx.ws):

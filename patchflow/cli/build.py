@@ -2,7 +2,7 @@
 
 Where the sources come from:
 
-* normally the tree provider (:mod:`patchflow.tree`): the target branch's
+* normally the tree provider (:mod:`patchflow.trees.repo`): the target branch's
   persistent source worktree, checked out at the branch head for the baseline,
   then at the series' backport branch (:func:`patchflow.backport.backport_ref`,
   written by ``patchflow backport``) for the patched kernel; git rewrites only
@@ -41,7 +41,7 @@ from patchflow.result import StageResult, Status, exit_code
 from patchflow.workspace import Workspace, atomic_write, atomic_write_json, reproduce_cmdline
 
 if TYPE_CHECKING:
-    from patchflow.kbuild import Diagnostic
+    from patchflow.kernel.build import Diagnostic
 
 
 def _say(fmt: str, msg: str) -> None:
@@ -68,7 +68,7 @@ def source_tree(ws: Workspace, target: TargetConfig,
     source path in every object, so one source path per build dir is what
     keeps the patched (and the next base) build incremental.
     """
-    from patchflow import tree
+    from patchflow.trees import repo as tree
 
     kt = tree.prepare_tree(ws, target, progress=progress)
     wt = tree.source_worktree(ws, target)
@@ -114,7 +114,7 @@ def build_cmd(ctx: Ctx, series: str, target: str, variant: str, mbox: str | None
     variant in the shared cache.  Exit 1 on a build failure or a dropped
     option, 2 on a missing tool or a full disk.
     """
-    from patchflow import kbuild
+    from patchflow.kernel import build as kbuild
 
     ws = ctx.ws
     tcfg = ws.config.target(target)
@@ -173,7 +173,7 @@ def _base_warnings(ws: Workspace, tcfg: TargetConfig) -> list[Diagnostic]:
 def _build_variants(ws: Workspace, tcfg: TargetConfig, series: str, variant: str,
                     mbox: str | None, jobs: int | None, run_dir: Path,
                     progress: Callable[[str], None]) -> list[StageResult]:
-    from patchflow import kbuild
+    from patchflow.kernel import build as kbuild
     from patchflow.runner import run
 
     if mbox is None:
@@ -243,7 +243,9 @@ def boot_cmd(ctx: Ctx, series: str | None, target: str, variant: str, profile: s
     Exit 1 if the console shows an oops, BUG, WARNING, panic, lockup...; 2 if
     the guest hangs or the run is incomplete.
     """
-    from patchflow import bench, kbuild, qemu
+    from patchflow.bench import ab as bench
+    from patchflow.boot import qemu
+    from patchflow.kernel import build as kbuild
 
     ws = ctx.ws
     tcfg = ws.config.target(target)
@@ -290,7 +292,9 @@ def bench_cmd(ctx: Ctx, series: str, target: str, reps: int | None, profile: str
     and a verdict.  Exit 1 on a significant regression of a primary metric or
     an oops; 2 when a run hangs or yields no metrics.
     """
-    from patchflow import bench, kbuild, qemu
+    from patchflow.bench import ab as bench
+    from patchflow.boot import qemu
+    from patchflow.kernel import build as kbuild
 
     ws = ctx.ws
     tcfg = ws.config.target(target)

@@ -18,7 +18,7 @@ from patchflow.cli.options import Ctx, emit_json, format_option, pass_ctx
 def demo_cmd(ctx: Ctx, name: str, targets: tuple[str, ...], no_gate: bool, fmt: str) -> None:
     """Run the offline demo: local lore mirror, b4 fetch, version diff, and the
     kernel stages that are available (see README "What works today")."""
-    from patchflow import demo
+    from patchflow.demo import offline as demo
     from patchflow.result import exit_code
 
     def say(msg: str) -> None:

@@ -1,6 +1,6 @@
 """``patchflow gate``, ``patchflow report`` and ``patchflow ci``: the CI-facing commands.
 
-A thin skin over :mod:`patchflow.gate`, :mod:`patchflow.report` and
+A thin skin over :mod:`patchflow.gate.run`, :mod:`patchflow.report.view` and
 :mod:`patchflow.cigen`; heavy imports stay inside the commands.
 """
 
@@ -14,7 +14,7 @@ import click
 from patchflow.cli.options import Ctx, emit_json, format_option, pass_ctx, target_option
 
 if TYPE_CHECKING:
-    from patchflow.gate import GateEntry
+    from patchflow.gate.run import GateEntry
 
 GATE_EPILOG = """\b
 Exit codes:
@@ -50,7 +50,7 @@ def gate_cmd(ctx: Ctx, series: str | None, targets: tuple[str, ...], revision: i
              stages: tuple[str, ...], dry_run: bool, force: bool, out: Path | None,
              list_stages: bool, fmt: str) -> None:
     """Run the whole pipeline of SERIES on each target and give one verdict."""
-    from patchflow import gate
+    from patchflow.gate import run as gate
     from patchflow.workspace import reproduce_cmdline
 
     if list_stages:
@@ -97,8 +97,8 @@ def gate_cmd(ctx: Ctx, series: str | None, targets: tuple[str, ...], revision: i
 def report_cmd(ctx: Ctx, sources: tuple[Path, ...], merge: bool, out: Path | None, mail: bool,
                tested_by: str | None, verdict: bool) -> None:
     """Render report.html and summary.md from gate results (default: the newest run)."""
-    from patchflow import report
     from patchflow.errors import UserError
+    from patchflow.report import view as report
 
     paths = list(sources)
     if not paths:

@@ -170,7 +170,7 @@ def verify_cmd(ctx: Ctx, module: str, kernel: str | None, target: str | None, ef
     if kernel is None:
         if not target:
             raise UserError("give --kernel or --target")
-        from patchflow import kbuild
+        from patchflow.kernel import build as kbuild
 
         kernel = str(kbuild.locate(ctx.ws.cache, target, "base").bzimage)
     name = modinfo(Path(module).read_bytes()).get("name", Path(module).stem)

@@ -36,7 +36,7 @@ def fetch(ctx: Ctx, what: str, revision: int | None, check_newer: bool, allow_pa
     Fetching again is idempotent.  Exit 2 when the mirror cannot be reached,
     the message-id is unknown, or the thread is not a complete patch series.
     """
-    from patchflow import series
+    from patchflow.lore import series
 
     def progress(msg: str) -> None:
         if fmt == "text":
@@ -71,7 +71,7 @@ def fetch(ctx: Ctx, what: str, revision: int | None, check_newer: bool, allow_pa
 @pass_ctx
 def list_(ctx: Ctx, fmt: str) -> None:
     """List tracked series: configured ones and fetched ones."""
-    from patchflow.series import current_postings
+    from patchflow.lore.series import current_postings
 
     names = sorted(set(ctx.ws.config.series_names()) | set(ctx.state.series_names()))
     rows: list[dict[str, Any]] = []
@@ -98,7 +98,7 @@ def list_(ctx: Ctx, fmt: str) -> None:
 def show(ctx: Ctx, name: str, revision: int | None, fmt: str) -> None:
     """Show the fetched versions of a series and their patches."""
     from patchflow.errors import NotFound
-    from patchflow.series import current_postings, duplicate_notes, to_json
+    from patchflow.lore.series import current_postings, duplicate_notes, to_json
 
     rows = ctx.state.versions(name)
     if revision is not None:
@@ -132,7 +132,7 @@ def show(ctx: Ctx, name: str, revision: int | None, fmt: str) -> None:
 @pass_ctx
 def diff(ctx: Ctx, name: str, va: str, vb: str, fmt: str) -> None:
     """Range-diff between two fetched versions, e.g. `series diff NAME v1 v2`."""
-    from patchflow.series import diff_versions, format_range_diff
+    from patchflow.lore.series import diff_versions, format_range_diff
 
     a, b = _rev(va), _rev(vb)
     entries = diff_versions(ctx.ws, ctx.state, name, a, b)

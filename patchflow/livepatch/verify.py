@@ -130,7 +130,7 @@ def judge(spec: VerifySpec, boot: StageResult, files: dict[str, bytes]) -> Stage
 def verify(module: Path, bzimage: Path, spec: VerifySpec, *, cache: Path, log: Path,
            accel: str = "tcg", boot_timeout: float = 600.0) -> StageResult:
     """Boot the unpatched *bzimage* with *module* and run every check."""
-    from patchflow import qemu
+    from patchflow.boot import qemu
 
     guest = qemu.GuestSpec(snippets=(("livepatch", snippet(spec)),),
                            files=((module, GUEST_MODULE),), stress_ng=spec.stress_seconds > 0)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import kbuild, pipeline
+from patchflow import pipeline
 from patchflow.errors import NotFound
+from patchflow.kernel import build as kbuild
 from patchflow.livepatch.generate import KernelTree
 from patchflow.workspace import Workspace
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import backport as bp
+from patchflow.backport import engine as bp
 from patchflow.state import State
-from patchflow.tree import ensure_release, prepare_tree
+from patchflow.trees.repo import ensure_release, prepare_tree
 from patchflow.workspace import Workspace
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "backport" / "vmscan-demo"

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import bench, qemu
+from patchflow.bench import ab as bench
+from patchflow.boot import qemu
 from patchflow.result import Status
 
 from ..conftest import REAL_CACHE

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import bench, kbuild
+from patchflow.bench import ab as bench
 from patchflow.cli import main
 from patchflow.cli.build import source_tree
+from patchflow.kernel import build as kbuild
 from patchflow.workspace import Workspace
 
 from ..conftest import REAL_CACHE, REPO_ROOT

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import series
-from patchflow.demo import DEMO_SERIES, publish
+from patchflow.demo.offline import DEMO_SERIES, publish
+from patchflow.lore import series
 from patchflow.state import State
 from patchflow.workspace import Workspace
 

@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from patchflow import gate, series, tree
 from patchflow.cli import cli
-from patchflow.demo import DEMO_SERIES, publish
+from patchflow.demo.offline import DEMO_SERIES, publish
+from patchflow.gate import run as gate
+from patchflow.lore import series
 from patchflow.state import State
+from patchflow.trees import repo as tree
 from patchflow.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]

@@ -158,7 +158,7 @@ def test_bundle_install_and_rollback_scripts_in_guest(tree: tuple[KernelTree, Pa
     """The SRE path: the bundle's own install.sh/rollback.sh, run by busybox in the guest."""
     import tarfile
 
-    from patchflow import qemu
+    from patchflow.boot import qemu
 
     kt, bzimage = tree
     res = generate((DATA / "patches" / "cmdline.patch").read_text(), kt, workdir / "scripts",

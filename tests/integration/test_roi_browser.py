@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from patchflow import report
+from patchflow.report import view as report
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data" / "report" / "two-targets" / "results.json"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from patchflow.mirror import LocalLore
+from patchflow.demo.mirror import LocalLore
 from tests import lorefixtures
 
 pytestmark = pytest.mark.integration
@@ -243,8 +243,8 @@ def test_silent_mirror_times_out() -> None:
 def test_gate_check_newer_stage(lore: LocalLore, series_dir: Path, threads: lorefixtures.Fixtures,
                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from patchflow.config import ConfigDir
+    from patchflow.lore.series import gate_check_newer
     from patchflow.result import Status
-    from patchflow.series import gate_check_newer
     from patchflow.state import State
     from patchflow.workspace import Workspace
 

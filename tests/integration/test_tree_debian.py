@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from patchflow import gitrepo
-from patchflow.tree import makefile_version, prepare_tree, release_tags, upstream_version
+from patchflow.trees.repo import makefile_version, prepare_tree, release_tags, upstream_version
 from patchflow.workspace import Workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import gitrepo, tree
+from patchflow import gitrepo
 from patchflow.cli import main
 from patchflow.errors import NotFound
-from patchflow.tree import BranchRewritten
+from patchflow.trees import repo as tree
+from patchflow.trees.repo import BranchRewritten
 from patchflow.workspace import Workspace
 
 from ..conftest import REAL_CACHE, REPO_ROOT

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import backport as bp
 from patchflow import gitrepo
-from patchflow.backport import Outcome
+from patchflow.backport import engine as bp
+from patchflow.backport.engine import Outcome
 
 FUNCS = [f"static int func{i}(int x)\n{{\n\tint y = x + {i};\n\n\ty *= 2;\n\treturn y;\n}}\n"
          for i in range(8)]
@@ -298,7 +298,7 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
 
     from click.testing import CliRunner
 
-    import patchflow.series
+    import patchflow.lore.series
     from patchflow.cli import cli
     from patchflow.errors import NotFound
 
@@ -321,7 +321,7 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
             raise NotFound(f"series {series!r} v{revision} was never fetched")
         return Fetched(series, 1, p1)
 
-    monkeypatch.setattr(patchflow.series, "load_version", load_version)
+    monkeypatch.setattr(patchflow.lore.series, "load_version", load_version)
     monkeypatch.setenv("PATCHFLOW_CACHE", str(tmp_path / "cache"))
     base = ["-w", str(tmp_path / "ws"), "-C", str(cfg)]
     runner = CliRunner()

@@ -1,4 +1,4 @@
-"""Unit tests of patchflow.bench: profiles, guest snippet, parsers on recorded runs, A/B logic."""
+"""Unit tests of patchflow.bench.ab: profiles, guest snippet, parsers on recorded runs, A/B logic."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from patchflow import bench, qemu, stats
+from patchflow import stats
+from patchflow.bench import ab as bench
+from patchflow.boot import qemu
 from patchflow.errors import ConfigError, NotFound
 from patchflow.result import Status
 

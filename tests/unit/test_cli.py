@@ -25,7 +25,7 @@ def test_help_does_not_import_heavy_modules() -> None:
     code = ("import sys; from patchflow.cli import main\n"
             "sys.argv=['patchflow','--help']\n"
             "try: main()\nexcept SystemExit: pass\n"
-            "heavy=[m for m in ('git','unidiff','jinja2','rich','patchflow.series') if m in sys.modules]\n"
+            "heavy=[m for m in ('git','unidiff','jinja2','rich','patchflow.lore.series') if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert "HEAVY []" in out

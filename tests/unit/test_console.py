@@ -1,4 +1,4 @@
-"""Unit tests of patchflow.console on recorded and composed console logs (tests/data/console/)."""
+"""Unit tests of patchflow.boot.console on recorded and composed console logs (tests/data/console/)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import console
+from patchflow.boot import console
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "console"
 EXPECTED = json.loads((DATA / "expected.json").read_text())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import gate
-from patchflow.gate import GateContext, Stage
+from patchflow.gate import run as gate
+from patchflow.gate.run import GateContext, Stage
 from patchflow.result import StageResult, Status
 from patchflow.state import State
 from patchflow.workspace import Workspace

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import gitrepo, tree
+from patchflow import gitrepo
 from patchflow.errors import NotFound, WorkspaceError
+from patchflow.trees import repo as tree
 from patchflow.workspace import Workspace
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of patchflow.kbuild on recorded build logs and configs (tests/data/kbuild/)."""
+"""Unit tests of patchflow.kernel.build on recorded build logs and configs (tests/data/kbuild/)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import kbuild
 from patchflow.errors import NotFound, UserError
+from patchflow.kernel import build as kbuild
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "kbuild"
 

@@ -1,4 +1,4 @@
-"""Unit tests of patchflow.qemu: argv, init template (golden file), cpio writer, verdicts."""
+"""Unit tests of patchflow.boot.qemu: argv, init template (golden file), cpio writer, verdicts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import qemu
+from patchflow.boot import qemu
 from patchflow.result import Status
 
 ROOT = Path(__file__).resolve().parent.parent / "data"

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from patchflow import report
 from patchflow.cli import cli
+from patchflow.report import view as report
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "report"
 CASES = sorted(p for p in DATA.iterdir() if p.is_dir())

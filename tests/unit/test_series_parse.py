@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from patchflow.errors import SeriesError
-from patchflow.series import (
+from patchflow.lore.series import (
     PatchRow,
     b4_am_argv,
     b4_env,

@@ -5,7 +5,7 @@ the input hashing that lets an unchanged stage be skipped, the run loop
 (:func:`run_gate`), and the three records every gate run leaves in its run
 directory: ``metadata.json`` (written atomically at start and end),
 ``results.json`` (schema :data:`RESULTS_SCHEMA`, documented in
-:mod:`patchflow.report`) and ``junit.xml`` (one test case per target x stage).
+:mod:`patchflow.report.view`) and ``junit.xml`` (one test case per target x stage).
 
 Exit codes (the CI contract, see README "Exit codes")::
 
@@ -148,7 +148,7 @@ def branch_head(ctx: GateContext, tc: TargetConfig) -> str:
     Falls back to the newest configured Debian release (or the branch name),
     which is what the head is derived from for ``provider = "debian"`` targets.
     """
-    fn = _lookup("patchflow.tree", "branch_head")
+    fn = _lookup("patchflow.trees.repo", "branch_head")
     if fn is not None:
         try:
             return str(fn(ctx.ws, tc))
@@ -239,8 +239,8 @@ def _with_samples(res: StageResult, samples: Iterable[Sequence[Any]]) -> StageRe
 
 #: stage name -> (module, function, extra keyword arguments) of the adapter contract
 ADAPTERS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "check-newer": ("patchflow.series", "gate_check_newer", {}),
-    "backport": ("patchflow.backport", "gate_backport", {}),
+    "check-newer": ("patchflow.lore.series", "gate_check_newer", {}),
+    "backport": ("patchflow.backport.engine", "gate_backport", {}),
     "build-base": ("patchflow.pipeline", "gate_build", {"variant": "base"}),
     "build-patched": ("patchflow.pipeline", "gate_build", {"variant": "patched"}),
     "boot": ("patchflow.pipeline", "gate_boot", {}),
@@ -557,7 +557,7 @@ def series_block(ctx: GateContext) -> dict[str, Any]:
 def results_doc(ctx: GateContext, run: GateRun, *, targets: Sequence[str],
                 stages: Sequence[str], reproduce: str, started: float,
                 finished: float) -> dict[str, Any]:
-    """The results.json document (schema in :mod:`patchflow.report`)."""
+    """The results.json document (schema in :mod:`patchflow.report.view`)."""
     code = run.exit_code
     return {
         "schema": RESULTS_SCHEMA,

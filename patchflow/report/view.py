@@ -8,7 +8,7 @@ see raw result dicts: :func:`build_view` normalises everything first, so a
 missing field is a Python decision here, not a silent blank in a page.
 
 results.json (``"schema": "patchflow.results/1"``, written by
-:mod:`patchflow.gate`)::
+:mod:`patchflow.gate.run`)::
 
     {
       "schema": "patchflow.results/1",

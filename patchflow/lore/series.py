@@ -26,8 +26,8 @@ from typing import Any
 
 from patchflow import runner
 from patchflow.config import SeriesConfig, check_msgid
+from patchflow.demo.mirror import split_mbox
 from patchflow.errors import CommandTimeout, MirrorError, NotFound, SeriesError, UserError
-from patchflow.mirror import split_mbox
 from patchflow.result import StageResult
 from patchflow.state import PatchRow, State, VersionRow
 from patchflow.workspace import Workspace, atomic_write

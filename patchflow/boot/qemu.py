@@ -13,7 +13,7 @@ Owns:
   hosts), so a short probe boot decides, its verdict cached per host kernel and
   QEMU version; otherwise multi-threaded TCG;
 * :func:`boot`: one boot with a hard timeout whose console is scanned by
-  :mod:`patchflow.console`; an oops is FAIL, a hang (timeout) is ERROR with
+  :mod:`patchflow.boot.console`; an oops is FAIL, a hang (timeout) is ERROR with
   ``details["kind"] == "timeout"``, the log is always kept.
 * :func:`debian_kernel`: a prebuilt Debian cloud kernel for a boot check that
   needs no build.
@@ -36,7 +36,7 @@ from typing import Any
 
 import jinja2
 
-from patchflow import console
+from patchflow.boot import console
 from patchflow.errors import CommandTimeout, InfraError, NotFound
 from patchflow.result import StageResult, Status, measure
 from patchflow.runner import run, which
@@ -46,7 +46,7 @@ QEMU = "qemu-system-x86_64"
 #: qboot, a minimal firmware for direct kernel boot, shipped by Debian's qemu-system-data
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 DEFAULT_APPEND = ("console=ttyS0", "panic=-1", "quiet", "oops=panic", "softlockup_panic=1")
-TEMPLATES = Path(__file__).parent / "templates" / "boot"
+TEMPLATES = Path(__file__).parent.parent / "templates" / "boot"
 # names handed back by the guest become JSON keys and file names: keep them plain
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # "	libm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f7db89c0000)"

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from patchflow.config import SeriesConfig
+from patchflow.demo.mirror import LocalLore
 from patchflow.errors import PatchflowError, UserError
-from patchflow.mirror import LocalLore
 from patchflow.result import StageResult, Status, measure
 from patchflow.state import State
 from patchflow.workspace import Workspace
@@ -51,7 +51,7 @@ def run(ws: Workspace, state: State, name: str, say: Say, *, targets: list[str] 
     """Mirror, fetch, version diff, then (with *gate*) the whole pipeline per target."""
     import os
 
-    from patchflow import series
+    from patchflow.lore import series
 
     cfg = ws.config.series(name)
     results: list[StageResult] = []
@@ -91,7 +91,8 @@ def run(ws: Workspace, state: State, name: str, say: Say, *, targets: list[str] 
 
 def run_gate(ws: Workspace, state: State, cfg: SeriesConfig, targets: list[str],
              say: Say) -> list[StageResult]:
-    from patchflow import gate, tree
+    from patchflow.gate import run as gate
+    from patchflow.trees import repo as tree
     from patchflow.workspace import reproduce_cmdline
 
     for t in targets:

@@ -1018,7 +1018,7 @@ def backport_version(ws: Workspace, state: State, fetched: Fetched, target: str,
                      rebase: bool = False, progress: Callable[[str], None] | None = None
                      ) -> StageResult:
     """Backport one fetched version onto one target (or rebase its stored backport)."""
-    from patchflow.tree import open_tree, prepare_tree
+    from patchflow.trees.repo import open_tree, prepare_tree
 
     say = progress or (lambda _m: None)
     with measure() as sw:
@@ -1080,7 +1080,7 @@ def preimages_for(ws: Workspace, series: str, repo: Path, patches: Sequence[Patc
     Returns why a 3-way merge is impossible for some files (empty when it is
     possible for all), the same answer on a fresh cache as on a warm one.
     """
-    from patchflow.tree import ensure_release
+    from patchflow.trees.repo import ensure_release
 
     try:
         base = ws.config.series(series).upstream_base
@@ -1133,7 +1133,7 @@ def abort_backport(ws: Workspace, state: State, series: str, target: str | None)
 def check_version(ws: Workspace, fetched: Fetched, targets: Sequence[str]
                   ) -> dict[str, list[PatchResult]]:
     """``backport --check``: per target, whether each patch applies (no worktree)."""
-    from patchflow.tree import open_tree
+    from patchflow.trees.repo import open_tree
 
     out: dict[str, list[PatchResult]] = {}
     with tempfile.TemporaryDirectory(prefix="patchflow-check-") as tmp:
@@ -1173,7 +1173,7 @@ def gate_backport(ws: Workspace, state: State, cfg: SeriesConfig, revision: int 
     A conflict or a patch that needs review is a FAIL (the worktree is left for
     the maintainer); bad input or broken infrastructure is an ERROR.
     """
-    from patchflow.series import load_version
+    from patchflow.lore.series import load_version
 
     if target is None:
         raise UserError("the backport stage needs a target")

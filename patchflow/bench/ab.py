@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from patchflow import qemu, stats
+from patchflow import stats
+from patchflow.boot import qemu
 from patchflow.errors import ConfigError, NotFound
 from patchflow.result import StageResult, Status
 from patchflow.workspace import atomic_write_json
 
-PROFILE_DIR = Path(__file__).parent / "data" / "profiles"
+PROFILE_DIR = Path(__file__).parent.parent / "data" / "profiles"
 VARIANTS = ("base", "patched")
 
 # "CAL:      35822      36410   Function call interrupts"

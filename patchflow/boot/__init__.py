@@ -1,0 +1,1 @@
+"""The boot stage: initramfs, QEMU, the accelerator probe and the console scan."""

@@ -1,0 +1,1 @@
+"""The build stages: kernel configs, kbuild runs and build logs."""

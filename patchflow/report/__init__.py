@@ -1,0 +1,1 @@
+"""Reports people read: HTML, Markdown and mail drafts from gate results."""

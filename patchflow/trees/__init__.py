@@ -1,0 +1,1 @@
+"""Kernel trees: the shared repository, the Debian and git providers, source worktrees."""
