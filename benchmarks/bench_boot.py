@@ -24,8 +24,10 @@ import tempfile
 from pathlib import Path
 
 from patchflow.boot import qemu
+from patchflow.boot.initramfs import GuestSpec, initramfs
+from patchflow.demo.kernels import debian_kernel
 from patchflow.errors import NotFound
-from patchflow.kernel import build as kbuild
+from patchflow.kernel.artefacts import locate
 from patchflow.workspace import Workspace
 
 
@@ -38,15 +40,15 @@ def main() -> int:
     ws = Workspace.open(Path(tempfile.mkdtemp(prefix="bench-boot-")))
     kernels: dict[str, Path] = {}
     try:
-        kernels[f"{args.target} base (tinyconfig+fragments)"] = kbuild.locate(
+        kernels[f"{args.target} base (tinyconfig+fragments)"] = locate(
             ws.cache, args.target, "base").bzimage
     except NotFound as exc:
         print(f"note: {exc}", file=sys.stderr)
-    kernels["debian 6.1 cloud (prebuilt)"] = qemu.debian_kernel(ws.cache)
+    kernels["debian 6.1 cloud (prebuilt)"] = debian_kernel(ws.cache)
     first = next(iter(kernels.values()))
     choice = qemu.choose_accel(ws.cache, first, force=None if args.accel == "auto" else args.accel)
     print(f"accelerator: {choice.accel} ({choice.reason})")
-    initrd = qemu.initramfs(ws.cache, qemu.GuestSpec())
+    initrd = initramfs(ws.cache, GuestSpec())
     firmwares: dict[str, Path | None] = {"seabios": None}
     if qemu.QBOOT.exists():
         firmwares["qboot"] = qemu.QBOOT

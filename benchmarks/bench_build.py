@@ -22,9 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from patchflow.cli.build import apply_argv, source_tree
-from patchflow.kernel import build as kbuild
-from patchflow.runner import run
+from patchflow import gitrepo
+from patchflow.kernel.build import BuildDetails, BuildRequest, build
+from patchflow.kernel.stage import source_tree
 from patchflow.workspace import Workspace
 
 DEMO = Path(__file__).resolve().parent.parent / "series" / "batch-tlb-flush-demo" / "v2.mbox"
@@ -39,33 +39,34 @@ def main() -> int:
     args = ap.parse_args()
     ws = Workspace.open(Path(tempfile.mkdtemp(prefix="bench-build-")))
     target = ws.config.target(args.target)
-    src = source_tree(ws, target).path
+    src, _release = source_tree(ws, target, print)
     bdir = ws.cache / "kbuild" / "bench-build" / "obj"
     shutil.rmtree(bdir, ignore_errors=True)
     os.environ["CCACHE_DISABLE"] = "1"  # a cold build, not a ccache replay
-    full = kbuild.build(src, bdir, target.kconfig, base_config=target.base_config,
-                        log=ws.root / "full.log", jobs=args.jobs, cc=None)
-    print(f"full build:  {full.status.value} {full.details.get('compile_seconds')}s compile, "
+    full = build(BuildRequest(src, bdir, target.kconfig, ws.root / "full.log",
+                              base_config=target.base_config, jobs=args.jobs, cc=None))
+    fd = full.detail(BuildDetails)
+    print(f"full build:  {full.status.value} {fd.compile_seconds if fd else '?'}s compile, "
           f"{full.duration:.1f}s total")
     if full.status.value not in ("pass", "warn"):
         print(full.summary)
         return 1
     vmscan = src / "mm" / "vmscan.c"
     original = vmscan.read_bytes()
-    applied = DEMO.exists() and run(apply_argv(DEMO, check=True), cwd=src, check=False).ok
+    applied = DEMO.exists() and gitrepo.apply_in_worktree(src, DEMO, check=True).ok
     try:
         if applied:
-            run(apply_argv(DEMO), cwd=src)
+            gitrepo.apply_in_worktree(src, DEMO)
             change = f"series {DEMO.relative_to(DEMO.parents[2])}"
         else:
             vmscan.write_bytes(original + MARKER.encode())
             change = "one line added to mm/vmscan.c"
-        inc = kbuild.build(src, bdir, target.kconfig, base_config=target.base_config,
-                           log=ws.root / "incremental.log", jobs=args.jobs, cc=None,
-                           reconfigure=False, variant="patched")
+        inc = build(BuildRequest(src, bdir, target.kconfig, ws.root / "incremental.log",
+                                 base_config=target.base_config, jobs=args.jobs, cc=None,
+                                 reconfigure=False, variant="patched"))
     finally:
         if applied:
-            run(apply_argv(DEMO, reverse=True), cwd=src)
+            gitrepo.apply_in_worktree(src, DEMO, reverse=True)
         else:
             vmscan.write_bytes(original)
     print(f"incremental: {inc.status.value} {inc.duration:.1f}s after {change}")

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from patchflow import gitrepo
-from patchflow.backport import engine as bp
+from patchflow.backport import check as bpc
+from patchflow.backport import patches as bpp
 from patchflow.trees.repo import open_tree
 from patchflow.workspace import Workspace
 
@@ -33,10 +34,10 @@ def main() -> None:
     for target in targets:
         tree = open_tree(ws, target)
         with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
-            patches = bp.load_patches(tree.repo, args.mbox, Path(tmp) / "p")
+            patches = bpp.load_patches(tree.repo, args.mbox, Path(tmp) / "p")
             t0 = time.monotonic()
-            results = bp.check_series(tree.repo, tree.head, patches,
-                                      bp.known_in(tree.repo, tree.head, limit=300))
+            results = bpc.check_series(tree.repo, tree.head, patches,
+                                      bpc.known_in(tree.repo, tree.head, limit=300))
             check = time.monotonic() - t0
             wt = Path(tmp) / "wt"
             t0 = time.monotonic()

@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from patchflow.livepatch.generate import KernelTree, generate
+from patchflow.livepatch.generate import BuiltTree, generate
+from patchflow.livepatch.results import LivepatchBuildDetails
 from patchflow.result import Status
 
 PATCHES = Path(__file__).resolve().parent.parent / "tests" / "data" / "livepatch" / "patches"
@@ -31,18 +32,18 @@ def main() -> int:
     ap.add_argument("--full-build-seconds", type=float, default=None)
     args = ap.parse_args()
     if args.source and args.build:
-        tree = KernelTree(args.source, args.build)
+        tree = BuiltTree(args.source, args.build)
         full = args.full_build_seconds
     else:
         import os
 
-        from patchflow.kernel import build as kbuild
+        from patchflow.kernel.artefacts import locate
 
         cache = Path(os.environ.get("PATCHFLOW_CACHE", Path.home() / ".cache" / "patchflow"))
-        art = kbuild.locate(cache, "linux-6.12.y", "base")
+        art = locate(cache, "linux-6.12.y", "base")
         assert art.src_dir is not None
-        tree = KernelTree(art.src_dir, art.build_dir)
-        full = args.full_build_seconds or art.info.get("duration")
+        tree = BuiltTree(art.src_dir, art.build_dir, art.vmlinux)
+        full = args.full_build_seconds or (art.info.duration if art.info else None)
     print(f"tree: {tree.source} (build {tree.build}, release {tree.release()})")
     print(f"{'patch':<18} {'median s':>9} {'min s':>7} {'max s':>7}  functions")
     for patch in sorted(PATCHES.glob("*.patch")):
@@ -56,7 +57,8 @@ def main() -> int:
                 if res.status is not Status.PASS:
                     print(f"{patch.stem}: {res.summary}")
                     break
-                funcs = ", ".join(f["name"] for f in res.details["functions"])
+                built = res.detail(LivepatchBuildDetails)
+                funcs = ", ".join(f.name for f in built.functions) if built else ""
         if times:
             print(f"{patch.stem:<18} {statistics.median(times):9.1f} {min(times):7.1f} "
                   f"{max(times):7.1f}  {funcs}")

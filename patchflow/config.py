@@ -1,23 +1,35 @@
-"""Strict loading of the TOML files that describe series, targets and a workspace.
+"""Strict loading of everything patchflow is configured with, in one place.
 
-Each file is validated once into frozen dataclasses.  Unknown keys, missing
-keys and wrong types raise :class:`~patchflow.errors.ConfigError` naming the
-file and the dotted key.  Nothing downstream reads raw dicts.
+* ``series/<name>.toml`` -> :class:`SeriesConfig`
+* ``targets/<name>.toml`` -> :class:`TargetConfig` (kconfig fragments inside the config dir)
+* benchmark profiles (``patchflow/data/profiles/*.toml``, or ``targets/profiles/``
+  in a config dir, which wins) -> :class:`Profile`
+* the workspace's ``config.toml`` -> :class:`WorkspaceConfig`, with the
+  documented environment overrides (:data:`ENV_OVERRIDES`) applied by
+  :func:`with_env`: the only place patchflow reads ``PATCHFLOW_*`` knobs.
+
+Each file is validated once through :mod:`patchflow.typed` into frozen
+dataclasses.  Unknown keys, missing keys and wrong types raise
+:class:`~patchflow.errors.ConfigError` naming the file and the dotted key.
+Values that reach a command line (git remotes and branches, make targets,
+fragment paths) are validated here too: they come from files a user may have
+been handed (tests/unit/test_config.py::test_values_that_reach_argv).
+Nothing downstream reads raw dicts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from patchflow.errors import ConfigError, NotFound
+from patchflow import typed
+from patchflow.errors import ConfigError, NotFound, UserError
 
 T = TypeVar("T")
 
@@ -27,6 +39,11 @@ REVISION_RE = re.compile(r"^v([1-9][0-9]{0,2})$")
 # shell metacharacters and ".." are rejected so an id can never address a path
 # outside the workspace (tests/unit/test_config.py::test_msgid_rejects_hostile).
 MSGID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=~%-]*@[A-Za-z0-9][A-Za-z0-9.-]*$")
+#: remotes git may fetch from: a URL of these schemes, scp-like user@host:path, an absolute path
+REMOTE_SCHEMES = ("https://", "http://", "git://", "ssh://", "file://")
+_SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[A-Za-z0-9._/~-]+$")
+# make targets that produce a base config: "tinyconfig", "defconfig", "x86_64_defconfig"
+_BASE_CONFIG_RE = re.compile(r"^[a-z0-9_]*(?:config|defconfig)$")
 
 
 def check_msgid(value: str) -> str:
@@ -42,9 +59,51 @@ def check_msgid(value: str) -> str:
 
 
 def check_name(value: str, what: str) -> str:
-    if not NAME_RE.match(value) or ".." in value:
+    """The one validator for every name patchflow turns into a path or a ref.
+
+    Series, targets, live-patch modules and profiles: letters, digits and
+    ``. _ + -``, starting with a letter or digit, no ``..``.
+    """
+    if not isinstance(value, str) or not NAME_RE.match(value) or ".." in value:
         raise ValueError(f"invalid {what} name {value!r} (letters, digits, . _ + - only)")
     return value
+
+
+def user_name(value: str, what: str) -> str:
+    """:func:`check_name` for names a user typed: a :class:`UserError` (exit 2)."""
+    try:
+        return check_name(value, what)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def check_ref_name(value: str) -> str:
+    """A branch name as ``git check-ref-format --branch`` accepts it, never an option.
+
+    The rules of git-check-ref-format(1), in Python so that config loading
+    runs no git (tests/unit/test_config.py compares with git itself).
+    """
+    bad = (not value or value.startswith(("-", "/", ".")) or value.endswith(("/", ".", ".lock"))
+           or ".." in value or "//" in value or "@{" in value or value == "@"
+           or re.search(r"[\x00-\x20\x7f~^:?*\[\\]", value) is not None
+           or any(part.startswith(".") or part.endswith(".lock") for part in value.split("/")))
+    if bad:
+        raise ValueError(f"not a valid branch name: {value!r}")
+    return value
+
+
+def check_remote(value: str) -> str:
+    if value.startswith(REMOTE_SCHEMES) and not re.search(r"\s", value):
+        return value
+    if _SCP_RE.match(value) or (value.startswith("/") and not re.search(r"\s", value)):
+        return value
+    raise ValueError(f"not a git remote patchflow fetches from: {value!r} "
+                     f"(a {', '.join(s[:-3] for s in REMOTE_SCHEMES)} URL, user@host:path, "
+                     "or an absolute path)")
+
+
+# --------------------------------------------------------------------------
+# series
 
 
 @dataclass(frozen=True)
@@ -79,6 +138,48 @@ class SeriesConfig:
 
 
 @dataclass(frozen=True)
+class _SeriesFile:
+    title: str
+    upstream_base: str
+    targets: tuple[str, ...]
+    versions: dict[str, tuple[str, ...] | str]
+    author: str = ""
+    list_address: str = ""
+    threads: str | None = None
+    notes: str = ""
+
+
+def load_series(path: Path) -> SeriesConfig:
+    raw = _load(_SeriesFile, _read_toml(path), path)
+    name = _checked(path, None, path.stem, lambda v: check_name(v, "series"))
+    for i, t in enumerate(raw.targets):
+        _checked(path, f"targets[{i}]", t, lambda v: check_name(v, "target"))
+    versions: list[SeriesVersion] = []
+    for key, value in raw.versions.items():
+        m = REVISION_RE.match(key)
+        if not m:
+            raise ConfigError(path, f"versions.{key}", "version keys are v1, v2, ...")
+        ids = (value,) if isinstance(value, str) else value
+        if not ids:
+            raise ConfigError(path, f"versions.{key}", "needs at least one message-id")
+        checked = tuple(_checked(path, f"versions.{key}[{i}]", mid, check_msgid)
+                        for i, mid in enumerate(ids))
+        versions.append(SeriesVersion(int(m.group(1)), checked))
+    if raw.threads is not None and (".." in Path(raw.threads).parts
+                                    or Path(raw.threads).is_absolute()):
+        raise ConfigError(path, "threads", "must be a folder inside series/")
+    return SeriesConfig(name=name, title=raw.title,
+                        versions=tuple(sorted(versions, key=lambda v: v.revision)),
+                        upstream_base=raw.upstream_base, targets=raw.targets, path=path,
+                        author=raw.author, list_address=raw.list_address, threads=raw.threads,
+                        notes=raw.notes)
+
+
+# --------------------------------------------------------------------------
+# targets
+
+
+@dataclass(frozen=True)
 class GitSource:
     remote: str
     branch: str
@@ -104,166 +205,6 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
-class LoreConfig:
-    midmask: str = ""
-    timeout: int = 60
-
-
-@dataclass(frozen=True)
-class WorkspaceConfig:
-    lore: LoreConfig = field(default_factory=LoreConfig)
-
-
-# --------------------------------------------------------------------------
-# generic strict conversion
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (tuple, list):
-        return "list of " + _type_name(typing.get_args(tp)[0])
-    if isinstance(tp, type):
-        return {"str": "string", "int": "integer", "bool": "boolean"}.get(tp.__name__, tp.__name__)
-    return str(tp)
-
-
-def _coerce(path: Path, key: str, value: Any, tp: Any) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _coerce(path, key, value, args[0])
-    if origin is tuple:
-        (inner, *_rest) = typing.get_args(tp)
-        if isinstance(value, str) or not isinstance(value, list):
-            raise ConfigError(path, key, f"expected {_type_name(tp)}, got {type(value).__name__}")
-        return tuple(_coerce(path, f"{key}[{i}]", v, inner) for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(path, key, f"expected boolean, got {type(value).__name__}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(path, key, f"expected integer, got {type(value).__name__}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(path, key, f"expected string, got {type(value).__name__}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(path, key, f"expected a table, got {type(value).__name__}")
-        return _build(tp, value, path, key + ".")  # type: ignore[arg-type]
-    raise TypeError(f"unsupported config type {tp!r}")  # programming error
-
-
-def _build(cls: type[T], data: Mapping[str, Any], path: Path, prefix: str = "",
-           skip: frozenset[str] = frozenset()) -> T:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}  # type: ignore[arg-type]
-    for key in data:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise ConfigError(path, prefix + key, f"unknown key (known keys: {known})")
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _coerce(path, prefix + name, data[name], hints[name])
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(path, prefix + name, "missing required key")
-    return cls(**kwargs)
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise NotFound(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, None, f"not valid TOML: {exc}") from None
-
-
-# --------------------------------------------------------------------------
-# the public loaders
-
-
-@dataclass(frozen=True)
-class _SeriesFile:
-    title: str
-    upstream_base: str
-    targets: tuple[str, ...]
-    versions: Mapping[str, Any]
-    author: str = ""
-    list_address: str = ""
-    threads: str | None = None
-    notes: str = ""
-
-
-def load_series(path: Path) -> SeriesConfig:
-    data = _read_toml(path)
-    raw_versions = data.get("versions")
-    if not isinstance(raw_versions, dict):
-        raise ConfigError(path, "versions", "expected a table like { v2 = [\"msgid\", ...] }")
-    plain = {k: v for k, v in data.items() if k != "versions"}
-    hints = {f.name for f in dataclasses.fields(_SeriesFile)} - {"versions"}
-    for key in plain:
-        if key not in hints:
-            raise ConfigError(path, key, f"unknown key (known keys: {', '.join(sorted(hints | {'versions'}))})")
-    title = _coerce(path, "title", _require(path, plain, "title"), str)
-    upstream_base = _coerce(path, "upstream_base", _require(path, plain, "upstream_base"), str)
-    targets = _coerce(path, "targets", _require(path, plain, "targets"), tuple[str, ...])
-    for i, t in enumerate(targets):
-        try:
-            check_name(t, "target")
-        except ValueError as exc:
-            raise ConfigError(path, f"targets[{i}]", str(exc)) from None
-    versions: list[SeriesVersion] = []
-    for key, value in raw_versions.items():
-        m = REVISION_RE.match(key)
-        if not m:
-            raise ConfigError(path, f"versions.{key}", "version keys are v1, v2, ...")
-        ids = [value] if isinstance(value, str) else value
-        ids = _coerce(path, f"versions.{key}", ids, tuple[str, ...])
-        if not ids:
-            raise ConfigError(path, f"versions.{key}", "needs at least one message-id")
-        checked = []
-        for i, mid in enumerate(ids):
-            try:
-                checked.append(check_msgid(mid))
-            except ValueError as exc:
-                raise ConfigError(path, f"versions.{key}[{i}]", str(exc)) from None
-        versions.append(SeriesVersion(int(m.group(1)), tuple(checked)))
-    name = path.stem
-    try:
-        check_name(name, "series")
-    except ValueError as exc:
-        raise ConfigError(path, None, str(exc)) from None
-    threads = _coerce(path, "threads", plain.get("threads"), str | None)
-    if threads is not None and (".." in Path(threads).parts or Path(threads).is_absolute()):
-        raise ConfigError(path, "threads", "must be a folder inside series/")
-    return SeriesConfig(
-        name=name,
-        title=title,
-        versions=tuple(sorted(versions, key=lambda v: v.revision)),
-        upstream_base=upstream_base,
-        targets=targets,
-        path=path,
-        author=_coerce(path, "author", plain.get("author", ""), str),
-        list_address=_coerce(path, "list_address", plain.get("list_address", ""), str),
-        threads=threads,
-        notes=_coerce(path, "notes", plain.get("notes", ""), str),
-    )
-
-
-def _require(path: Path, data: Mapping[str, Any], key: str) -> Any:
-    if key not in data:
-        raise ConfigError(path, key, "missing required key")
-    return data[key]
-
-
-@dataclass(frozen=True)
 class _TargetFile:
     arch: str
     git: GitSource
@@ -279,8 +220,7 @@ PROVIDERS = ("git", "debian")
 
 
 def load_target(path: Path) -> TargetConfig:
-    data = _read_toml(path)
-    raw = _build(_TargetFile, data, path)
+    raw = _load(_TargetFile, _read_toml(path), path)
     if raw.arch not in ARCHES:
         raise ConfigError(path, "arch", f"unsupported arch {raw.arch!r} (supported: {', '.join(ARCHES)})")
     if raw.provider not in PROVIDERS:
@@ -289,17 +229,24 @@ def load_target(path: Path) -> TargetConfig:
         raise ConfigError(path, "debian", "provider = \"debian\" needs a [debian] table")
     if raw.debian is not None and not raw.debian.releases:
         raise ConfigError(path, "debian.releases", "needs at least one release")
+    if raw.debian is not None and not re.match(r"^linux-source-[0-9.]+$", raw.debian.package):
+        raise ConfigError(path, "debian.package", f"not a linux-source package: "
+                                                  f"{raw.debian.package!r}")
+    _checked(path, "git.remote", raw.git.remote, check_remote)
+    _checked(path, "git.branch", raw.git.branch, check_ref_name)
+    if not _BASE_CONFIG_RE.match(raw.base_config):
+        raise ConfigError(path, "base_config", f"not a kernel config target: {raw.base_config!r} "
+                                               "(e.g. tinyconfig, defconfig)")
+    root = path.parent.resolve()
     frags: list[Path] = []
     for i, rel in enumerate(raw.kconfig):
         frag = (path.parent / rel).resolve()
+        if Path(rel).is_absolute() or root not in frag.parents:
+            raise ConfigError(path, f"kconfig[{i}]", f"fragment {rel!r} is outside {root}")
         if not frag.is_file():
             raise ConfigError(path, f"kconfig[{i}]", f"fragment not found: {frag}")
         frags.append(frag)
-    name = path.stem
-    try:
-        check_name(name, "target")
-    except ValueError as exc:
-        raise ConfigError(path, None, str(exc)) from None
+    name = _checked(path, None, path.stem, lambda v: check_name(v, "target"))
     return TargetConfig(
         name=name, arch=raw.arch, git=raw.git, path=path, kconfig=tuple(frags),
         base_config=raw.base_config, provider=raw.provider, debian=raw.debian,
@@ -307,10 +254,219 @@ def load_target(path: Path) -> TargetConfig:
     )
 
 
+# --------------------------------------------------------------------------
+# benchmark profiles
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A stress-ng workload's shape per guest vCPU, its limits and its verdict rules."""
+
+    name: str
+    description: str
+    vcpus: int
+    guest_mem_base_mb: int
+    guest_mem_per_vcpu_mb: int
+    vm_workers_per_vcpu: int
+    vm_bytes_per_vcpu_mb: int
+    memcg_max_per_vcpu_mb: int
+    zram_per_vcpu_mb: int
+    vm_method: str
+    timeout_s: int
+    boot_timeout_s: int
+    require_memcg: bool
+    require_zram: bool
+    require_reclaim: bool
+    reps: int
+    alpha: float
+    #: metrics whose significant regression fails the stage (exit 1)
+    primary: tuple[str, ...]
+    path: Path
+
+    def vm_bytes_mb(self, vcpus: int) -> int:
+        # stress-ng splits --vm-bytes between the --vm workers: it is the total
+        return self.vm_bytes_per_vcpu_mb * vcpus
+
+    def workers(self, vcpus: int) -> int:
+        return self.vm_workers_per_vcpu * vcpus
+
+    def memcg_mb(self, vcpus: int) -> int:
+        return self.memcg_max_per_vcpu_mb * vcpus
+
+    def zram_mb(self, vcpus: int) -> int:
+        return self.zram_per_vcpu_mb * vcpus
+
+    def mem_mb(self, vcpus: int) -> int:
+        return self.guest_mem_base_mb + self.guest_mem_per_vcpu_mb * vcpus
+
+
+_POSITIVE = ("vcpus", "guest_mem_base_mb", "guest_mem_per_vcpu_mb", "vm_workers_per_vcpu",
+             "vm_bytes_per_vcpu_mb", "memcg_max_per_vcpu_mb", "zram_per_vcpu_mb", "timeout_s",
+             "boot_timeout_s", "reps")
+# stress-ng --vm-method names are plain words ("write64", "flip", "all")
+_METHOD_RE = re.compile(r"^[a-z0-9-]+$")
+#: the packaged profiles
+PROFILE_DIR = Path(__file__).resolve().parent / "data" / "profiles"
+
+
+def load_profile(path: Path) -> Profile:
+    """Read one profile strictly: unknown or missing keys name the file and the key."""
+    from patchflow.bench.metrics import METRICS
+
+    p = _load(Profile, _read_toml(path), path, extra={"name": path.stem, "path": path})
+    for key in _POSITIVE:
+        if getattr(p, key) <= 0:
+            raise ConfigError(path, key, "expected a positive integer")
+    if not _METHOD_RE.match(p.vm_method):
+        raise ConfigError(path, "vm_method", "not a stress-ng vm method name")
+    if not 0 < p.alpha < 1:
+        raise ConfigError(path, "alpha", "expected a number between 0 and 1")
+    for i, m in enumerate(p.primary):
+        if m not in METRICS or METRICS[m].better == "none":
+            raise ConfigError(path, f"primary[{i}]", f"not a judged metric: {m!r} (judged: "
+                              + ", ".join(k for k, v in METRICS.items() if v.better != "none")
+                              + ")")
+    return p
+
+
+# --------------------------------------------------------------------------
+# the workspace config and runtime knobs
+
+
+@dataclass(frozen=True)
+class LoreConfig:
+    #: a b4 midmask such as http://127.0.0.1:8080/linux-mm/%s; "" means lore itself
+    midmask: str = ""
+    timeout: int = 60
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """The gate's benchmark and boot knobs."""
+
+    profile: str = "reclaim"
+    #: boots per variant; 0 = the profile's
+    reps: int = 0
+    boot_profile: str = "smoke"
+    #: guest vCPUs; 0 = the profile's
+    vcpus: int = 0
+    #: "auto" (KVM only if a probe boot proves it works), "kvm" or "tcg"
+    accel: str = "auto"
+
+
+@dataclass(frozen=True)
+class LivepatchConfig:
+    #: seconds of stress-ng with the live patch loaded during verification
+    stress_seconds: int = 20
+    #: seconds a transition may take before it counts as stalled
+    transition_timeout: int = 60
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    lore: LoreConfig = field(default_factory=LoreConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    livepatch: LivepatchConfig = field(default_factory=LivepatchConfig)
+
+
+#: documented environment overrides: variable -> (section, key); see README "Configuration"
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "PATCHFLOW_MIRROR": ("lore", "midmask"),
+    "PATCHFLOW_BENCH_PROFILE": ("bench", "profile"),
+    "PATCHFLOW_BENCH_REPS": ("bench", "reps"),
+    "PATCHFLOW_BENCH_VCPUS": ("bench", "vcpus"),
+    "PATCHFLOW_BOOT_PROFILE": ("bench", "boot_profile"),
+    "PATCHFLOW_ACCEL": ("bench", "accel"),
+    "PATCHFLOW_LIVEPATCH_STRESS": ("livepatch", "stress_seconds"),
+}
+
+
+def check_workspace_config(cfg: WorkspaceConfig, where: Path | str) -> WorkspaceConfig:
+    def bad(key: str, msg: str) -> ConfigError:
+        return ConfigError(where, key, msg)
+
+    if cfg.lore.midmask and ("%s" not in cfg.lore.midmask
+                             or not cfg.lore.midmask.startswith(("http://", "https://"))):
+        raise bad("lore.midmask", "expected an http(s) URL mask containing %s")
+    if cfg.lore.timeout <= 0:
+        raise bad("lore.timeout", "expected a positive integer")
+    for key in ("reps", "vcpus"):
+        if not 0 <= getattr(cfg.bench, key) <= 512:
+            raise bad(f"bench.{key}", "expected an integer from 0 (the profile's) to 512")
+    for key in ("profile", "boot_profile"):
+        try:
+            check_name(getattr(cfg.bench, key), "profile")
+        except ValueError as exc:
+            raise bad(f"bench.{key}", str(exc)) from None
+    if cfg.bench.accel not in ("auto", "kvm", "tcg"):
+        raise bad("bench.accel", "expected auto, kvm or tcg")
+    if not 0 <= cfg.livepatch.stress_seconds <= 3600:
+        raise bad("livepatch.stress_seconds", "expected 0 to 3600 seconds")
+    if not 1 <= cfg.livepatch.transition_timeout <= 3600:
+        raise bad("livepatch.transition_timeout", "expected 1 to 3600 seconds")
+    return cfg
+
+
 def load_workspace_config(path: Path) -> WorkspaceConfig:
     if not path.exists():
         return WorkspaceConfig()
-    return _build(WorkspaceConfig, _read_toml(path), path)
+    return check_workspace_config(_load(WorkspaceConfig, _read_toml(path), path), path)
+
+
+def with_env(cfg: WorkspaceConfig, environ: Mapping[str, str] | None = None) -> WorkspaceConfig:
+    """*cfg* with the :data:`ENV_OVERRIDES` found in *environ* applied and validated."""
+    env = os.environ if environ is None else environ
+    for var, (section, key) in ENV_OVERRIDES.items():
+        if var not in env:
+            continue
+        raw = env[var]
+        part = getattr(cfg, section)
+        want = type(getattr(part, key))
+        if want is int:
+            if not re.fullmatch(r"[0-9]{1,6}", raw.strip()):
+                raise ConfigError(f"${var}", None, f"expected a whole number, got {raw!r}")
+            value: Any = int(raw)
+        else:
+            value = raw
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(part, **{key: value})})
+        try:
+            check_workspace_config(cfg, f"${var}")
+        except ConfigError as exc:
+            raise ConfigError(f"${var}", None, exc.message) from None
+    return cfg
+
+
+# --------------------------------------------------------------------------
+# reading files
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise NotFound(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(path, None, "is a directory, not a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, None, f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot be read: {exc.strerror}") from None
+
+
+def _load(cls: type[T], data: Mapping[str, Any], path: Path,
+          extra: Mapping[str, Any] | None = None) -> T:
+    try:
+        return typed.load(cls, data, extra=extra)
+    except typed.TypedError as exc:
+        raise ConfigError(path, exc.key or None, exc.message) from None
+
+
+def _checked(path: Path, key: str | None, value: str, check: Any) -> str:
+    try:
+        return str(check(value))
+    except ValueError as exc:
+        raise ConfigError(path, key, str(exc)) from None
 
 
 # --------------------------------------------------------------------------
@@ -364,3 +520,18 @@ class ConfigDir:
 
     def all_series(self) -> list[SeriesConfig]:
         return [self.series(n) for n in self.series_names()]
+
+    def profile_dirs(self) -> list[Path]:
+        return [self.targets_dir / "profiles", PROFILE_DIR]
+
+    def profile(self, name: str) -> Profile:
+        """``targets/profiles/NAME.toml`` in the config dir if present, else the packaged one."""
+        try:
+            check_name(name, "profile")
+        except ValueError as exc:
+            raise NotFound(str(exc)) from None
+        for d in self.profile_dirs():
+            if (d / f"{name}.toml").is_file():
+                return load_profile(d / f"{name}.toml")
+        known = sorted({p.stem for d in self.profile_dirs() if d.is_dir() for p in d.glob("*.toml")})
+        raise NotFound(f"unknown benchmark profile {name!r} (known: {', '.join(known)})")

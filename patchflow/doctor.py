@@ -1,10 +1,10 @@
-"""Host checks: which stages can run here, and what to install for the others.
+"""Host checks: which stages can run here, with which tool versions, and what to install.
 
-Every stage declares the host tools it needs; :func:`diagnose` looks each
-one up and names the Debian package (or PyPI project) that provides a
-missing one.  :func:`probe_kvm` proves that KVM really runs a guest instead
-of trusting ``/dev/kvm``: here /dev/kvm exists but guests hang, so the probe
-boots only the firmware (SeaBIOS) and waits for it to finish POST.
+Every stage declares the host tools it needs in :data:`patchflow.tools.STAGE_TOOLS`;
+:func:`diagnose` looks each one up, asks the main ones for their version,
+measures the free space of the artefact cache, and runs the one KVM probe
+(:func:`patchflow.boot.qemu.probe_kvm`), because ``/dev/kvm`` existing proves
+nothing on hosts where guests hang.
 """
 
 from __future__ import annotations
@@ -12,39 +12,16 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from patchflow import runner
-from patchflow.errors import CommandTimeout, InfraError
+from patchflow.errors import InfraError
+from patchflow.tools import PACKAGES, STAGE_TOOLS
 
-# tool, Debian package, optional?  (optional tools make a stage faster, not possible)
-STAGES: dict[str, list[tuple[str, str, bool]]] = {
-    "series": [("git", "git", False), ("b4", "pip:b4", False)],
-    "mirror": [("public-inbox-init", "public-inbox", False),
-               ("public-inbox-mda", "public-inbox", False),
-               ("public-inbox-httpd", "public-inbox", False)],
-    "tree": [("git", "git", False), ("apt-get", "apt", False), ("dpkg-deb", "dpkg", False),
-             ("tar", "tar", False), ("xz", "xz-utils", False)],
-    "backport": [("git", "git", False)],
-    "build": [("make", "make", False), ("gcc", "gcc", False), ("ld", "binutils", False),
-              ("flex", "flex", False), ("bison", "bison", False), ("bc", "bc", False),
-              ("perl", "perl", False), ("file:/usr/include/libelf.h", "libelf-dev", False),
-              ("file:/usr/include/openssl/opensslv.h", "libssl-dev", False),
-              ("pahole", "dwarves", True), ("ccache", "ccache", True)],
-    "boot": [("qemu-system-x86_64", "qemu-system-x86", False),
-             ("file:/bin/busybox", "busybox-static", False), ("cpio", "cpio", False),
-             ("gzip", "gzip", False), ("ldd", "libc-bin", False)],
-    "bench": [("stress-ng", "stress-ng", False)],
-    "livepatch": [("make", "make", False), ("gcc", "gcc", False),
-                  ("objcopy", "binutils", False), ("kpatch-build", "kpatch-build", True)],
-    "report": [("chromium", "chromium", True)],
-}
-
-SEABIOS_DONE = ("No bootable device", "Booting from")
+#: tools whose version doctor prints (the first line of ``TOOL --version``)
+VERSIONED = ("git", "b4", "make", "gcc", "qemu-system-x86_64", "stress-ng")
 
 
 @dataclass(frozen=True)
@@ -54,6 +31,7 @@ class Check:
     package: str
     found: str | None
     optional: bool
+    version: str = ""
 
     @property
     def ok(self) -> bool:
@@ -63,24 +41,33 @@ class Check:
 @dataclass
 class Diagnosis:
     checks: list[Check] = field(default_factory=list)
-    kvm: dict[str, Any] = field(default_factory=dict)
+    kvm: Any = None  # patchflow.boot.qemu.KvmProbe
+    cache: str = ""
+    cache_free_gib: float = 0.0
+
+    def stages(self) -> list[str]:
+        return list(dict.fromkeys(c.stage for c in self.checks))
 
     def stage_ok(self, stage: str) -> bool:
         return all(c.ok or c.optional for c in self.checks if c.stage == stage)
 
     @property
     def ok(self) -> bool:
-        return all(self.stage_ok(c.stage) for c in self.checks)
+        return all(self.stage_ok(s) for s in self.stages())
 
     def missing_packages(self) -> list[str]:
         return sorted({c.package for c in self.checks if not c.ok and not c.optional})
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok,
-                "stages": {s: self.stage_ok(s) for s in dict.fromkeys(c.stage for c in self.checks)},
+        return {"ok": self.ok, "stages": {s: self.stage_ok(s) for s in self.stages()},
                 "checks": [{"stage": c.stage, "tool": c.tool, "package": c.package,
-                            "found": c.found, "optional": c.optional} for c in self.checks],
-                "missing_packages": self.missing_packages(), "kvm": self.kvm}
+                            "found": c.found, "optional": c.optional, "version": c.version}
+                           for c in self.checks],
+                "missing_packages": self.missing_packages(),
+                "cache": {"path": self.cache, "free_gib": round(self.cache_free_gib, 1)},
+                "kvm": None if self.kvm is None else {"usable": self.kvm.usable,
+                                                      "reason": self.kvm.reason,
+                                                      "seconds": self.kvm.seconds}}
 
 
 def locate(tool: str) -> str | None:
@@ -93,47 +80,34 @@ def locate(tool: str) -> str | None:
     return found
 
 
-def diagnose(stages: list[str] | None = None, kvm: bool = True) -> Diagnosis:
+def version(tool: str) -> str:
+    try:
+        done = runner.run([tool, "--version"], check=False, timeout=20)
+    except InfraError:
+        return ""
+    lines = (done.stdout or done.stderr).strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def diagnose(stages: list[str] | None = None, kvm: bool = True,
+             cache: Path | None = None) -> Diagnosis:
+    from patchflow.workspace import default_cache
+
     d = Diagnosis()
-    for stage in stages or list(STAGES):
-        for tool, pkg, optional in STAGES[stage]:
-            d.checks.append(Check(stage, tool.removeprefix("file:"), pkg, locate(tool), optional))
-    if kvm:
+    for stage in stages or list(STAGE_TOOLS):
+        for tool, optional in STAGE_TOOLS[stage]:
+            found = locate(tool)
+            ver = version(tool) if found and tool in VERSIONED and "/" in found else ""
+            d.checks.append(Check(stage, tool.removeprefix("file:"), PACKAGES[tool], found,
+                                  optional, ver))
+    where = cache or default_cache()
+    probe = where
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    d.cache = str(where)
+    d.cache_free_gib = shutil.disk_usage(probe).free / 2**30
+    if kvm and shutil.which("qemu-system-x86_64"):
+        from patchflow.boot.qemu import probe_kvm
+
         d.kvm = probe_kvm()
     return d
-
-
-def kvm_probe_argv(accel: str, debugcon: Path) -> list[str]:
-    """Boot only the firmware; SeaBIOS logs its POST to the debug console port."""
-    return ["qemu-system-x86_64", "-accel", accel, "-machine", "q35", "-nodefaults",
-            "-display", "none", "-m", "64", "-no-reboot",
-            "-debugcon", f"file:{debugcon}", "-global", "isa-debugcon.iobase=0x402"]
-
-
-def probe_kvm(timeout: float = 10.0) -> dict[str, Any]:
-    """Does a KVM guest really run here?  {'usable': bool, 'reason': str, 'seconds': float}."""
-    if not os.path.exists("/dev/kvm"):
-        return {"usable": False, "reason": "/dev/kvm does not exist", "seconds": 0.0}
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return {"usable": False, "reason": "/dev/kvm is not accessible", "seconds": 0.0}
-    if shutil.which("qemu-system-x86_64") is None:
-        return {"usable": False, "reason": "qemu-system-x86_64 missing", "seconds": 0.0}
-    with tempfile.TemporaryDirectory(prefix="kvm-probe-") as tmp:
-        log = Path(tmp) / "debugcon"
-        start = time.monotonic()
-        try:
-            res = runner.run(kvm_probe_argv("kvm", log), timeout=timeout, check=False)
-            reason = f"qemu exited {res.returncode}: {res.tail.strip()[-200:]}"
-        except CommandTimeout:
-            reason = "timed out"
-        except InfraError as exc:
-            reason = str(exc)
-        seconds = time.monotonic() - start
-        text = log.read_text(errors="replace") if log.exists() else ""
-    if any(marker in text for marker in SEABIOS_DONE):
-        return {"usable": True, "reason": "firmware finished POST under KVM",
-                "seconds": round(seconds, 2)}
-    last = text.strip().splitlines()[-1] if text.strip() else "no firmware output"
-    return {"usable": False, "seconds": round(seconds, 2),
-            "reason": f"guest hangs under KVM ({reason}; firmware stopped at: {last!r}); "
-                      "stages fall back to TCG"}

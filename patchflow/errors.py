@@ -32,6 +32,7 @@ class ConfigError(UserError):
     def __init__(self, path: Path | str, key: str | None, message: str) -> None:
         self.path = Path(path)
         self.key = key
+        self.message = message
         where = f"{self.path}: {key}" if key else str(self.path)
         super().__init__(f"{where}: {message}")
 
@@ -44,14 +45,11 @@ class ToolNotFound(InfraError):
     """A host tool is missing; names the Debian (or PyPI) package to install."""
 
     def __init__(self, tool: str, package: str | None) -> None:
+        from patchflow.tools import install_hint
+
         self.tool = tool
         self.package = package
-        hint = f" (install it: apt-get install {package})" if package else ""
-        if package and package.startswith("pip:"):
-            hint = f" (install it: pip install {package[4:]})"
-        if package and package.startswith("npm:"):
-            hint = f" (install it: npm install -g {package[4:]})"
-        super().__init__(f"required tool not found: {tool}{hint}")
+        super().__init__(f"required tool not found: {tool}{install_hint(package)}")
 
 
 class CommandFailed(InfraError):

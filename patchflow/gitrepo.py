@@ -306,6 +306,24 @@ def head(worktree: Path) -> str:
 # --------------------------------------------------------------------------- patches
 
 
+def numstat(diff: str) -> runner.Completed:
+    """``git apply --numstat`` of a diff outside any repository: git's strict parser.
+
+    Run in an empty scratch directory with discovery stopped there, so that no
+    repository around the temp dir can change how the paths are read.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="patchflow-numstat-") as tmp:
+        return run_git(["apply", "--numstat", "-"], cwd=Path(tmp), input=diff, check=False,
+                       timeout=60, env={"GIT_CEILING_DIRECTORIES": str(Path(tmp).parent)})
+
+
+def patch_id_of(patch_text: str) -> str:
+    """``git patch-id --stable`` output for a patch, no repository needed."""
+    return run_git(["patch-id", "--stable"], input=patch_text, timeout=60).stdout
+
+
 def patch_id(repo: Path, patch_text: str) -> str:
     """``git patch-id --stable`` of a patch or mail; '' if it holds no diff."""
     text = git(repo, "patch-id", "--stable", input=patch_text).stdout.strip()
@@ -407,6 +425,14 @@ def apply_to_directory(directory: Path, patch: Path, *, log: Path | None = None)
         raise WorkspaceError(f"{patch.name}: git apply skipped {', '.join(missing) or 'every file'}"
                              f" in {directory} (nothing was applied)")
     return sorted(applied)
+
+
+def apply_in_worktree(worktree: Path, patch: Path, *, reverse: bool = False, check: bool = False,
+                      log: Path | None = None) -> runner.Completed:
+    """``git apply`` of a whole mbox in a worktree (no fuzz, ever); the caller reads ``.ok``."""
+    argv = ["apply", "--whitespace=nowarn"] + (["-R"] if reverse else []) + \
+        (["--check"] if check else []) + [str(patch.resolve())]
+    return git(worktree, *argv, check=False, timeout=300, log=log)
 
 
 def apply_cached(repo: Path, patch: Path, index: Path, *, three_way: bool = False
@@ -544,3 +570,23 @@ def mailinfo(repo: Path, mail: Path, workdir: Path) -> tuple[str, str, dict[str,
         key, _, value = line.partition(": ")
         headers[key] = value
     return msg.read_text(errors="replace"), patch.read_text(errors="replace"), headers
+
+
+def config_file_set(path: Path, key: str, value: str) -> None:
+    """``git config -f PATH KEY VALUE``: a git-format config file that is not a repository's."""
+    run_git(["config", "-f", str(path), key, value])
+
+
+def config_value(key: str, cwd: Path | None = None) -> str:
+    """``git config --get KEY`` (the user's global/system config); '' when unset."""
+    done = run_git(["config", "--get", key], cwd=cwd, check=False, timeout=10)
+    return done.stdout.strip() if done.ok else ""
+
+
+def identity(cwd: Path | None = None) -> str | None:
+    """``Name <email>`` from ``sendemail.from``, else ``user.name``/``user.email``; None if unset."""
+    sender = config_value("sendemail.from", cwd)
+    if sender:
+        return sender
+    name, email = config_value("user.name", cwd), config_value("user.email", cwd)
+    return f"{name} <{email}>" if name and email else None

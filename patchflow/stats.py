@@ -15,7 +15,6 @@ import random
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 IMPROVED = "improved"
 REGRESSED = "regressed"
@@ -105,34 +104,47 @@ def min_p(n: int, m: int) -> float:
 
 @dataclass(frozen=True)
 class Comparison:
+    """Variant B (patched) against A (baseline) for one metric: the one judgement.
+
+    ``change`` and the interval are relative changes of the median (0.25 is
+    +25%); None where the baseline median is 0 and a ratio means nothing.
+    """
+
     metric: str
     better: str  # "higher", "lower" or "none"
     n_a: int
     n_b: int
     median_a: float
     median_b: float
-    change: float  # relative change of the median, b against a
-    ci: tuple[float, float]
+    change: float | None
+    ci_low: float | None
+    ci_high: float | None
     p_value: float
     alpha: float
     verdict: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {"metric": self.metric, "better": self.better, "n_a": self.n_a, "n_b": self.n_b,
-                "median_a": self.median_a, "median_b": self.median_b, "change": self.change,
-                "ci_low": self.ci[0], "ci_high": self.ci[1], "p_value": self.p_value,
-                "alpha": self.alpha, "verdict": self.verdict}
+    @property
+    def significant(self) -> bool:
+        return self.verdict in (IMPROVED, REGRESSED)
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isnan(x) else x
 
 
 def compare(metric: str, a: Sequence[float], b: Sequence[float], *, better: str,
             alpha: float = 0.05, level: float = 0.95, seed: int = 0) -> Comparison:
-    """Compare variant B (patched) against A (baseline) for one metric."""
+    """Compare variant B (patched) against A (baseline) for one metric.
+
+    "improved"/"regressed" only when the Mann-Whitney test is significant at
+    *alpha* and the bootstrap interval of the median's change excludes zero.
+    """
     if better not in DIRECTIONS:
         raise ValueError(f"better must be one of {DIRECTIONS}, not {better!r}")
     change = rel_change(a, b)
-    ci = bootstrap_ci(a, b, level=level, seed=seed)
+    lo, hi = bootstrap_ci(a, b, level=level, seed=seed)
     p = mann_whitney_p(a, b, seed=seed)
-    significant = p < alpha and not math.isnan(ci[0]) and (ci[0] > 0 or ci[1] < 0)
+    significant = p < alpha and not math.isnan(lo) and (lo > 0 or hi < 0)
     if better == "none":
         verdict = NOT_JUDGED
     elif not significant:
@@ -140,5 +152,5 @@ def compare(metric: str, a: Sequence[float], b: Sequence[float], *, better: str,
     else:
         up = median(b) > median(a)
         verdict = IMPROVED if up == (better == "higher") else REGRESSED
-    return Comparison(metric, better, len(a), len(b), median(a), median(b), change, ci, p, alpha,
-                      verdict)
+    return Comparison(metric, better, len(a), len(b), median(a), median(b), _finite(change),
+                      _finite(lo), _finite(hi), p, alpha, verdict)

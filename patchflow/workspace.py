@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from patchflow.config import ConfigDir, WorkspaceConfig, load_workspace_config
+from patchflow.config import ConfigDir, WorkspaceConfig, load_workspace_config, with_env
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -54,7 +54,8 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _default_cache() -> Path:
+def default_cache() -> Path:
+    """``$PATCHFLOW_CACHE``, else ``$XDG_CACHE_HOME/patchflow``."""
     env = os.environ.get("PATCHFLOW_CACHE")
     if env:
         return Path(env)
@@ -89,7 +90,7 @@ class Workspace:
         if root is None:
             env = os.environ.get("PATCHFLOW_WORKSPACE")
             root = Path(env) if env else Path.cwd() / ".patchflow"
-        ws = cls(root=root.absolute(), cache=(cache or _default_cache()).absolute(),
+        ws = cls(root=root.absolute(), cache=(cache or default_cache()).absolute(),
                  config_root=find_config_dir(config_dir).absolute())
         ws.root.mkdir(parents=True, exist_ok=True)
         return ws
@@ -100,7 +101,8 @@ class Workspace:
 
     @cached_property
     def settings(self) -> WorkspaceConfig:
-        return load_workspace_config(self.root / "config.toml")
+        """``config.toml`` with the documented environment overrides applied."""
+        return with_env(load_workspace_config(self.root / "config.toml"))
 
     @property
     def db_path(self) -> Path:

@@ -14,7 +14,6 @@ import binascii
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 INIT = "PATCHFLOW-INIT"
 BEGIN = "===PATCHFLOW-RESULTS-BEGIN==="
@@ -76,21 +75,25 @@ FALSE_POSITIVES: tuple[re.Pattern[str], ...] = (
 _POWER_DOWN_RE = re.compile(r"reboot: Power down")
 
 
+#: a result name the guest may hand back: one plain path component, never ``..``
+#: (the host writes results under these names; tests/unit/test_console.py::test_hostile_names)
+RESULT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*$")
+MAX_RESULT_NAME = 64
+
+
 @dataclass(frozen=True)
-class Finding:
+class ConsoleFinding:
+    """A kernel failure report found on the console."""
+
     kind: str
     line_no: int  # 1-based
     line: str
     excerpt: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "line_no": self.line_no, "line": self.line,
-                "excerpt": self.excerpt}
-
 
 @dataclass(frozen=True)
 class ConsoleScan:
-    findings: tuple[Finding, ...]
+    findings: tuple[ConsoleFinding, ...]
     init_seconds: float | None  # guest uptime when /init started
     results_complete: bool  # both markers seen
     powered_off: bool
@@ -124,7 +127,7 @@ def classify_line(line: str) -> str | None:
 def scan(text: str, context: int = 12, max_findings: int = 20) -> ConsoleScan:
     """Find failures, the init marker and the result block in a console log."""
     lines = text.splitlines()
-    findings: list[Finding] = []
+    findings: list[ConsoleFinding] = []
     init_seconds: float | None = None
     in_results = False
     complete = False
@@ -168,7 +171,7 @@ def scan(text: str, context: int = 12, max_findings: int = 20) -> ConsoleScan:
                     break
         if kind and len(findings) < max_findings and i - last_finding_at > context:
             lo, hi = max(0, i - 2), min(len(lines), i + context)
-            findings.append(Finding(kind, i + 1, body, "\n".join(lines[lo:hi])))
+            findings.append(ConsoleFinding(kind, i + 1, body, "\n".join(lines[lo:hi])))
             last_finding_at = i
         elif kind:
             last_finding_at = i
@@ -181,6 +184,8 @@ def _result_item(line: str) -> tuple[str, bytes] | None:
         name, b64 = obj["name"], obj["b64"]
         if not isinstance(name, str) or not isinstance(b64, str):
             return None
+        if len(name) > MAX_RESULT_NAME or not RESULT_NAME_RE.match(name):
+            return None  # counted as a corrupt line: the guest is not trusted
         return name, base64.b64decode(b64, validate=True)
     except (ValueError, KeyError, TypeError, binascii.Error):
         return None

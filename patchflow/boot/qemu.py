@@ -1,244 +1,79 @@
-"""Booting kernels in QEMU: initramfs assembly, the accelerator probe, the boot itself.
+"""Booting kernels in QEMU: the argv, the accelerator probe, one boot and its verdict.
 
 Owns:
 
-* the guest initramfs: Debian's busybox-static, optionally stress-ng with the
-  shared libraries ``ldd`` lists (copied to the same paths), extra files (a
-  livepatch ``.ko``...), and an ``/init`` rendered from
-  ``templates/boot/init.sh.j2``.  The cpio (newc, gzip) is written in Python,
-  reproducibly (mtime 0), and cached by content hash;
-* the QEMU argv (direct kernel boot, ``-nodefaults``, serial console on stdio
-  streamed into a log file, ``-no-reboot``);
+* the QEMU argv (direct kernel boot, ``-nodefaults``, no network, the seccomp
+  sandbox where this QEMU has it, the serial console on stdio streamed into a
+  log file capped at :data:`CONSOLE_LIMIT`, ``-no-reboot``);
 * the KVM probe: ``/dev/kvm`` existing proves nothing (guests hang on some
-  hosts), so a short probe boot decides, its verdict cached per host kernel and
-  QEMU version; otherwise multi-threaded TCG;
+  hosts), so :func:`probe_kvm` boots the kernel under KVM (``patchflow doctor``,
+  with no kernel at hand, only the firmware); :func:`choose_accel` caches that
+  verdict per host kernel and QEMU version, otherwise multi-threaded TCG;
 * :func:`boot`: one boot with a hard timeout whose console is scanned by
-  :mod:`patchflow.boot.console`; an oops is FAIL, a hang (timeout) is ERROR with
-  ``details["kind"] == "timeout"``, the log is always kept.
-* :func:`debian_kernel`: a prebuilt Debian cloud kernel for a boot check that
-  needs no build.
+  :mod:`patchflow.boot.console`; an oops is FAIL, a hang (timeout) is ERROR
+  with ``kind == "timeout"``, the log is always kept.  The details are
+  :class:`BootRunDetails`.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
+import functools
 import json
 import os
 import platform
-import re
-import stat
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import ClassVar
 
 from patchflow.boot import console
+from patchflow.boot.initramfs import GuestSpec, initramfs
 from patchflow.errors import CommandTimeout, InfraError, NotFound
-from patchflow.result import StageResult, Status, measure
+from patchflow.result import Details, StageResult, Status, measure
 from patchflow.runner import run, which
-from patchflow.workspace import atomic_write, atomic_write_json
+from patchflow.workspace import atomic_write_json
 
 QEMU = "qemu-system-x86_64"
 #: qboot, a minimal firmware for direct kernel boot, shipped by Debian's qemu-system-data
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 DEFAULT_APPEND = ("console=ttyS0", "panic=-1", "quiet", "oops=panic", "softlockup_panic=1")
-TEMPLATES = Path(__file__).parent.parent / "templates" / "boot"
-# names handed back by the guest become JSON keys and file names: keep them plain
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-# "	libm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f7db89c0000)"
-# "	/lib64/ld-linux-x86-64.so.2 (0x00007f7db9bf8000)"
-# "	linux-vdso.so.1 (0x00007ffd...)"  (no file: skipped)
-_LDD_RE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
-
-
-# --------------------------------------------------------------------------
-# the init script
-
-
-def template_env() -> jinja2.Environment:
-    """The templates of ``templates/boot/``; StrictUndefined makes a missing variable an error."""
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,  # noqa: S701 - a shell script, not HTML
-    )
-
-
-def render_init(snippets: Sequence[tuple[str, str]] = (), modules: Sequence[str] = (),
-                dmesg_lines: int = 200) -> str:
-    """The guest's ``/init``: mounts, then each ``(name, shell snippet)``, then the results.
-
-    Snippets use the helpers the script defines: ``pf_file NAME FILE``,
-    ``pf_value NAME VALUE`` and ``pf_run NAME CMD...`` (output and exit code).
-    *modules* are guest paths of ``.ko`` files to ``insmod`` first.
-    """
-    for name, _ in snippets:
-        _check_name(name)
-    return template_env().get_template("init.sh.j2").render(
-        snippets=list(snippets), modules=list(modules), dmesg_lines=dmesg_lines,
-        markers=console.MARKERS)
-
-
-def _check_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise ValueError(f"invalid guest result/snippet name {name!r}")
-    return name
-
-
-# --------------------------------------------------------------------------
-# cpio (newc) writer
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One initramfs member; ``data`` for files, ``target`` for symlinks, ``rdev`` for nodes."""
-
-    path: str  # inside the guest, absolute
-    mode: int
-    data: bytes = b""
-    target: str = ""
-    rdev: tuple[int, int] = (0, 0)
-
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        h.update(f"{self.path}\0{self.mode:o}\0{self.target}\0{self.rdev}\0".encode())
-        h.update(self.data)
-        return h.hexdigest()
-
-
-def _newc_header(ino: int, mode: int, size: int, namesize: int, rdev: tuple[int, int]) -> bytes:
-    fields = [ino, mode, 0, 0, 1, 0, size, 0, 0, rdev[0], rdev[1], namesize, 0]
-    return b"070701" + b"".join(f"{f:08X}".encode() for f in fields)
-
-
-def _pad4(n: int) -> bytes:
-    return b"\0" * ((4 - n % 4) % 4)
-
-
-def write_cpio(entries: Iterable[Entry]) -> bytes:
-    """A newc archive, parents before children, all owned by root, mtime 0."""
-    out = io.BytesIO()
-    all_entries = _with_parents(entries)
-    for ino, e in enumerate(all_entries, start=1):
-        name = e.path.lstrip("/").encode() + b"\0"
-        body = e.target.encode() if stat.S_ISLNK(e.mode) else e.data
-        hdr = _newc_header(ino, e.mode, len(body), len(name), e.rdev)
-        out.write(hdr + name + _pad4(len(hdr) + len(name)))
-        out.write(body + _pad4(len(body)))
-    trailer = b"TRAILER!!!\0"
-    hdr = _newc_header(0, 0, 0, len(trailer), (0, 0))
-    out.write(hdr + trailer + _pad4(len(hdr) + len(trailer)))
-    return out.getvalue()
-
-
-def _with_parents(entries: Iterable[Entry]) -> list[Entry]:
-    by_path: dict[str, Entry] = {}
-    for e in entries:
-        parts = e.path.strip("/").split("/")
-        for i in range(1, len(parts)):
-            d = "/" + "/".join(parts[:i])
-            by_path.setdefault(d, Entry(d, stat.S_IFDIR | 0o755))
-        by_path[e.path] = e
-    return [by_path[p] for p in sorted(by_path)]
-
-
-def gzip_bytes(data: bytes) -> bytes:
-    return gzip.compress(data, compresslevel=6, mtime=0)
-
-
-# --------------------------------------------------------------------------
-# initramfs contents
-
-
-def parse_ldd(output: str) -> list[str]:
-    """Library paths from ``ldd`` output (the vdso has no file and is skipped)."""
-    return [m.group(1) for line in output.splitlines() if (m := _LDD_RE.match(line))]
-
-
-def binary_with_libs(binary: Path, guest_path: str) -> list[Entry]:
-    """*binary* at *guest_path* plus every library ``ldd`` lists, at the same paths."""
-    entries = [Entry(guest_path, stat.S_IFREG | 0o755, binary.read_bytes())]
-    done = run(["ldd", str(binary)], timeout=60, check=False)
-    if "not a dynamic executable" in done.stdout + done.stderr:
-        return entries
-    for lib in parse_ldd(done.stdout):
-        # copy the file the link points at, under the name the loader looks for
-        entries.append(Entry(lib, stat.S_IFREG | 0o755, Path(lib).resolve().read_bytes()))
-    return entries
-
-
-def base_entries() -> list[Entry]:
-    """busybox-static and the device nodes the kernel needs before devtmpfs is mounted."""
-    busybox = Path(which("busybox"))
-    return [
-        Entry("/bin/busybox", stat.S_IFREG | 0o755, busybox.read_bytes()),
-        Entry("/bin/sh", stat.S_IFLNK | 0o777, target="busybox"),
-        Entry("/dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
-        Entry("/dev/null", stat.S_IFCHR | 0o666, rdev=(1, 3)),
-        Entry("/tmp", stat.S_IFDIR | 0o1777),
-    ]
-
-
-@dataclass(frozen=True)
-class GuestSpec:
-    """What goes into the initramfs besides busybox."""
-
-    snippets: tuple[tuple[str, str], ...] = ()
-    #: host file -> guest path (e.g. a livepatch .ko -> /lib/modules/lp.ko)
-    files: tuple[tuple[Path, str], ...] = ()
-    #: guest paths of modules to insmod before the snippets
-    modules: tuple[str, ...] = ()
-    stress_ng: bool = False
-
-
-def initramfs(cache: Path, spec: GuestSpec) -> Path:
-    """Build (or reuse) the gzip'd newc initramfs for *spec*; cached by content hash."""
-    entries = base_entries()
-    if spec.stress_ng:
-        entries += binary_with_libs(Path(which("stress-ng")), "/usr/bin/stress-ng")
-    for host, guest in spec.files:
-        if not host.is_file():
-            raise NotFound(f"file for the guest not found: {host}")
-        entries.append(Entry(guest, stat.S_IFREG | 0o644, host.read_bytes()))
-    init = render_init(spec.snippets, spec.modules)
-    entries.append(Entry("/init", stat.S_IFREG | 0o755, init.encode()))
-    h = hashlib.sha256()
-    for e in sorted(entries, key=lambda e: e.path):
-        h.update(e.digest().encode())
-    out = cache / "initramfs" / f"{h.hexdigest()[:24]}.cpio.gz"
-    if not out.exists():
-        atomic_write(out, gzip_bytes(write_cpio(entries)))
-    return out
-
-
-# --------------------------------------------------------------------------
-# QEMU
+#: the most console output one boot may write to its log: a guest printing in a loop
+#: must not fill the host's disk (tests/unit/test_runner.py::test_log_limit)
+CONSOLE_LIMIT = 64 * 2**20
+#: SeaBIOS prints one of these on its debug console once POST is done
+SEABIOS_DONE = ("No bootable device", "Booting from")
 
 
 def qemu_argv(kernel: Path, initrd: Path, *, accel: str = "tcg", mem_mb: int = 512, smp: int = 2,
               append: Sequence[str] = DEFAULT_APPEND, machine: str = "q35",
-              bios: Path | None = None) -> list[str]:
+              bios: Path | None = None, sandbox: bool = True) -> list[str]:
     """Direct kernel boot with nothing but a serial console on stdio.
 
+    ``-nic none``: the guest runs kernel code under test and gets no network;
+    ``-sandbox on``: QEMU itself runs under seccomp where it was built with it.
     ``bios``: another firmware, e.g. :data:`QBOOT` (Debian's qemu-system-data), which
     skips SeaBIOS's device probing before the kernel starts.
     """
     accel_arg = "tcg,thread=multi" if accel == "tcg" else accel
     argv = [QEMU, "-machine", machine, "-accel", accel_arg, "-m", str(mem_mb), "-smp", str(smp),
-            "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-            "-kernel", str(kernel), "-initrd", str(initrd), "-append", " ".join(append),
-            "-no-reboot"]
+            "-nodefaults", "-no-user-config", "-nic", "none", "-display", "none",
+            "-serial", "stdio", "-kernel", str(kernel), "-initrd", str(initrd),
+            "-append", " ".join(append), "-no-reboot"]
+    if sandbox:
+        argv += ["-sandbox", "on"]
     if bios is not None:
         argv += ["-bios", str(bios)]
     # no "-cpu host" with KVM: it aborts on an MSR on some hosts (ENVIRONMENT.md)
     return argv
+
+
+@functools.cache
+def has_sandbox() -> bool:
+    """Whether this QEMU was built with seccomp (``-sandbox`` is in its help)."""
+    done = run([QEMU, "-help"], timeout=30, check=False)
+    return "-sandbox" in done.stdout
 
 
 @dataclass(frozen=True)
@@ -246,24 +81,84 @@ class AccelChoice:
     accel: str  # "kvm" or "tcg"
     reason: str
 
-    def to_json(self) -> dict[str, str]:
-        return {"accel": self.accel, "reason": self.reason}
-
 
 def _qemu_version() -> str:
     done = run([QEMU, "--version"], timeout=30)
     return done.stdout.splitlines()[0].strip() if done.stdout else "unknown"
 
 
-def choose_accel(cache: Path, kernel: Path, *, timeout: float = 45.0,
-                 force: str | None = None) -> AccelChoice:
-    """KVM only if a probe boot with it reaches /init and powers off; else TCG.
+def kvm_probe_argv(debugcon: Path) -> list[str]:
+    """Boot only the firmware under KVM; SeaBIOS logs its POST to the debug console port."""
+    return [QEMU, "-accel", "kvm", "-machine", "q35", "-nodefaults", "-nic", "none",
+            "-display", "none", "-m", "64", "-no-reboot",
+            "-debugcon", f"file:{debugcon}", "-global", "isa-debugcon.iobase=0x402"]
+
+
+@dataclass(frozen=True)
+class KvmProbe:
+    usable: bool
+    reason: str
+    seconds: float
+
+
+def probe_kvm(kernel: Path | None = None, *, cache: Path | None = None,
+              timeout: float = 45.0) -> KvmProbe:
+    """Does a KVM guest really run here?
+
+    With a *kernel*: it must boot to ``/init`` and power off under KVM (the
+    stages' probe).  Without one (``patchflow doctor``): the firmware must
+    finish POST under KVM, a weaker check: on this kind of host SeaBIOS gets
+    through POST and the kernel then hangs, which only a kernel boot shows
+    (tests/integration/test_boot_debian_kernel.py::test_accel_probe_decides_and_is_cached).
+    """
+    if not os.path.exists("/dev/kvm"):
+        return KvmProbe(False, "/dev/kvm does not exist", 0.0)
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return KvmProbe(False, "/dev/kvm is not accessible", 0.0)
+    which(QEMU)
+    if kernel is not None:
+        assert cache is not None
+        log = cache / "qemu" / "kvm-probe.log"
+        log.unlink(missing_ok=True)
+        run_ = boot(kernel, initramfs(cache, GuestSpec()), log=log, accel="kvm", mem_mb=256,
+                    smp=1, timeout=timeout, stage="kvm-probe")
+        if run_.result.status is Status.PASS:
+            return KvmProbe(True, f"a KVM probe boot reached /init in {run_.wall_seconds:.1f}s",
+                            round(run_.wall_seconds, 2))
+        return KvmProbe(False, "a KVM probe boot failed ("
+                        + run_.result.summary.splitlines()[0] + ")", round(run_.wall_seconds, 2))
+    return _probe_firmware(min(timeout, 10.0))
+
+
+def _probe_firmware(timeout: float) -> KvmProbe:
+    with tempfile.TemporaryDirectory(prefix="kvm-probe-") as tmp:
+        log = Path(tmp) / "debugcon"
+        start = time.monotonic()
+        try:
+            res = run(kvm_probe_argv(log), timeout=timeout, check=False)
+            why = f"qemu exited {res.returncode}: {res.tail.strip()[-200:]}"
+        except CommandTimeout:
+            why = "timed out"
+        except InfraError as exc:
+            why = str(exc)
+        seconds = round(time.monotonic() - start, 2)
+        text = log.read_text(errors="replace") if log.exists() else ""
+    if any(marker in text for marker in SEABIOS_DONE):
+        return KvmProbe(True, "the firmware finished POST under KVM (firmware only: a kernel "
+                              "may still hang; the stages probe with a kernel boot)", seconds)
+    last = text.strip().splitlines()[-1] if text.strip() else "no firmware output"
+    return KvmProbe(False, f"guest hangs under KVM ({why}; firmware stopped at: {last!r})",
+                    seconds)
+
+
+def choose_accel(cache: Path, kernel: Path, *, timeout: float = 45.0, force: str | None = None
+                 ) -> AccelChoice:
+    """KVM only if a probe boot of *kernel* with it reaches /init and powers off; else TCG.
 
     The verdict is cached per (host kernel, QEMU version) in ``qemu/accel.json``.
-    ``force`` ("kvm"/"tcg", or ``$PATCHFLOW_ACCEL``) skips the probe.
+    ``force`` ("kvm"/"tcg", from ``--accel`` or the workspace config) skips the probe.
     """
-    force = force or os.environ.get("PATCHFLOW_ACCEL")
-    if force:
+    if force and force != "auto":
         return AccelChoice(force, f"forced by the caller ({force})")
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return AccelChoice("tcg", "no usable /dev/kvm")
@@ -274,20 +169,31 @@ def choose_accel(cache: Path, kernel: Path, *, timeout: float = 45.0,
         cached = json.loads(cache_file.read_text())
         if cached.get("key") == key:
             return AccelChoice(cached["accel"], cached["reason"] + " (cached probe)")
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, AttributeError):
         pass
-    initrd = initramfs(cache, GuestSpec())
-    log = cache / "qemu" / "kvm-probe.log"
-    log.unlink(missing_ok=True)
-    probe = boot(kernel, initrd, log=log, accel="kvm", mem_mb=256, smp=1, timeout=timeout,
-                 stage="kvm-probe")
-    if probe.result.status is Status.PASS:
-        choice = AccelChoice("kvm", f"a KVM probe boot reached /init in {probe.wall_seconds:.1f}s")
-    else:
-        choice = AccelChoice("tcg", "/dev/kvm exists but a KVM probe boot failed "
-                             f"({probe.result.summary}); using TCG (multi-threaded)")
-    atomic_write_json(cache_file, {"key": key, **choice.to_json()})
+    probe = probe_kvm(kernel, cache=cache, timeout=timeout)
+    choice = (AccelChoice("kvm", probe.reason) if probe.usable else
+              AccelChoice("tcg", f"/dev/kvm exists but {probe.reason}; using TCG "
+                                 "(multi-threaded)"))
+    atomic_write_json(cache_file, {"key": key, "accel": choice.accel, "reason": choice.reason})
     return choice
+
+
+@dataclass(frozen=True)
+class BootRunDetails(Details):
+    """What one boot did: the machine, the console's findings and why it ended."""
+
+    kind: ClassVar[str] = "boot-run"
+    outcome: str  # ok | timeout | qemu | unexpected-exit | corrupt-results | <finding kind>
+    accel: str
+    mem_mb: int
+    smp: int
+    kernel: str
+    initrd: str
+    wall_seconds: float
+    init_seconds: float | None
+    returncode: int | None
+    findings: tuple[console.ConsoleFinding, ...]
 
 
 @dataclass(frozen=True)
@@ -300,7 +206,6 @@ class BootRun:
     wall_seconds: float
     accel: str
     argv: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def files(self) -> dict[str, bytes]:
@@ -320,26 +225,25 @@ def boot(kernel: Path, initrd: Path, *, log: Path, accel: str = "tcg", mem_mb: i
 
     PASS: /init ran, the result block is complete, the guest powered off and the
     console shows no failure.  FAIL: an oops/BUG/WARNING/panic/lockup... (the
-    excerpt is in the summary and ``details["findings"]``), or the guest ended
-    without powering off (unexpected reboot/exit).  ERROR: a timeout (``kind
-    "timeout"``: the guest hung), or a QEMU that did not start.
+    excerpt is in the summary and the details' findings), or the guest ended
+    without powering off (unexpected reboot/exit).  ERROR: a timeout (outcome
+    "timeout": the guest hung), or a QEMU that did not start.
     """
     which(QEMU)
     if not kernel.is_file():
         raise NotFound(f"kernel image not found: {kernel}")
     argv = qemu_argv(kernel, initrd, accel=accel, mem_mb=mem_mb, smp=smp, append=append,
-                     machine=machine, bios=bios)
+                     machine=machine, bios=bios, sandbox=has_sandbox())
     if on_start:
         on_start(argv)
     log.parent.mkdir(parents=True, exist_ok=True)
     start = log.stat().st_size if log.exists() else 0
-    details: dict[str, Any] = {"accel": accel, "mem_mb": mem_mb, "smp": smp,
-                               "kernel": str(kernel), "initrd": str(initrd)}
     timed_out = False
     rc: int | None = None
     with measure() as sw:
         try:
-            done = run(argv, log=log, timeout=timeout, check=False, capture=False)
+            done = run(argv, log=log, timeout=timeout, check=False, capture=False,
+                       log_limit=CONSOLE_LIMIT)
             rc = done.returncode
         except CommandTimeout:
             timed_out = True
@@ -348,7 +252,7 @@ def boot(kernel: Path, initrd: Path, *, log: Path, accel: str = "tcg", mem_mb: i
         text = fh.read()
     res, sc = judge(text, timed_out=timed_out, returncode=rc, timeout=timeout, log=log,
                     stage=stage, target=target, elapsed=sw.elapsed,
-                    details={**details, "wall_seconds": round(sw.elapsed, 2)})
+                    machine=(accel, mem_mb, smp, str(kernel), str(initrd)))
     return BootRun(res, sc, log, sw.elapsed, accel, tuple(argv))
 
 
@@ -368,7 +272,8 @@ def run_guest(kernel: Path, spec: GuestSpec, *, cache: Path, log: Path,
 
 def judge(text: str, *, timed_out: bool, returncode: int | None, timeout: float, log: Path,
           stage: str = "boot", target: str | None = None, elapsed: float = 0.0,
-          details: dict[str, Any] | None = None) -> tuple[StageResult, console.ConsoleScan]:
+          machine: tuple[str, int, int, str, str] = ("tcg", 0, 0, "", "")
+          ) -> tuple[StageResult, console.ConsoleScan]:
     """The verdict on one boot from its console text (tests/unit/test_qemu.py feeds recordings).
 
     Order matters: a kernel report beats everything (a hang after an oops is the
@@ -376,12 +281,12 @@ def judge(text: str, *, timed_out: bool, returncode: int | None, timeout: float,
     without results and power-off.
     """
     sc = console.scan(text)
-    det = {**(details or {}), "init_seconds": sc.init_seconds, "returncode": returncode,
-           "findings": [f.to_json() for f in sc.findings]}
+    accel, mem_mb, smp, kernel, initrd = machine
 
     def result(status: Status, kind: str, summary: str) -> tuple[StageResult, console.ConsoleScan]:
-        return StageResult(stage, status, summary, elapsed, target, {**det, "kind": kind},
-                           str(log)), sc
+        det = BootRunDetails(kind, accel, mem_mb, smp, kernel, initrd, round(elapsed, 2),
+                             sc.init_seconds, returncode, sc.findings)
+        return StageResult(stage, status, summary, elapsed, target, det, str(log)), sc
 
     if sc.findings:
         f = sc.findings[0]
@@ -406,44 +311,3 @@ def judge(text: str, *, timed_out: bool, returncode: int | None, timeout: float,
                       f"{sc.corrupt_lines} result line(s) garbled on the console")
     init = f", /init at {sc.init_seconds:.2f}s" if sc.init_seconds is not None else ""
     return result(Status.PASS, "ok", f"booted and powered off cleanly in {elapsed:.1f}s{init}")
-
-
-# --------------------------------------------------------------------------
-# a prebuilt Debian kernel
-
-
-def debian_kernel_package(flavour: str = "cloud-amd64", abi_prefix: str = "6.1.0") -> str:
-    """The newest ``linux-image-<abi>-N-<flavour>`` that apt knows of."""
-    pattern = rf"^linux-image-{re.escape(abi_prefix)}-[0-9]+-{re.escape(flavour)}$"
-    done = run(["apt-cache", "search", "--names-only", pattern], timeout=120)
-    names = [line.split(" ", 1)[0] for line in done.stdout.splitlines() if line.strip()]
-    if not names:
-        raise NotFound(f"apt knows no package matching {pattern} (run apt-get update?)")
-
-    def abi(name: str) -> int:
-        return int(name[len(f"linux-image-{abi_prefix}-"):].split("-", 1)[0])
-
-    return max(names, key=abi)
-
-
-def debian_kernel(cache: Path, package: str | None = None) -> Path:
-    """Download (once) a Debian kernel image package and return its vmlinuz, cached."""
-    which("apt-get")
-    which("dpkg-deb")
-    pkg = package or debian_kernel_package()
-    root = cache / "debian-kernel" / pkg
-    done_marker = root / "vmlinuz"
-    if done_marker.is_file():
-        return done_marker
-    dl = root / "download"
-    dl.mkdir(parents=True, exist_ok=True)
-    run(["apt-get", "download", pkg], cwd=dl, timeout=600)
-    debs = sorted(dl.glob(f"{pkg}_*.deb"))
-    if not debs:
-        raise InfraError(f"apt-get download {pkg} produced no .deb in {dl}")
-    run(["dpkg-deb", "-x", str(debs[-1]), str(root / "x")], timeout=600)
-    images = sorted((root / "x" / "boot").glob("vmlinuz-*"))
-    if not images:
-        raise InfraError(f"{debs[-1].name} has no /boot/vmlinuz-*")
-    os.replace(images[-1], done_marker)
-    return done_marker

@@ -1,20 +1,30 @@
-"""The ``patchflow`` command: a thin click skin over the domain modules.
+"""The ``patchflow`` command: a thin click skin over the stage packages.
 
 Sub-commands are grouped by noun and loaded lazily from
 ``patchflow/cli/<noun>.py`` so that ``patchflow --help`` stays instant.
+
+One way out: a command ends normally (exit 0) or calls
+:func:`patchflow.cli.options.exit_with`; a :class:`~patchflow.errors.PatchflowError`,
+an OS error on a path the user gave, a bad option or an interrupt (SIGINT or
+SIGTERM) is turned into a one-line message and an exit code by
+:meth:`PatchflowGroup.invoke`, the same under ``CliRunner``, the installed
+script and ``python -m patchflow`` (tests/unit/test_cli.py::test_exit_codes_*).
 
 Exit codes (the CI contract, see README):
   0  everything that ran passed
   1  a real failure: conflict, build failure, oops, significant regression,
      livepatch refused or failing
-  2  incomplete: bad input, a missing tool, broken infrastructure
+  2  incomplete: bad input, a missing tool, broken infrastructure, interrupted
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import signal
 import sys
-from typing import Any
+import types
+from typing import Any, NoReturn
 
 import click
 
@@ -25,60 +35,86 @@ EPILOG = """\b
 Exit codes:
   0  everything that ran passed
   1  a real failure (conflict, build failure, oops, regression, livepatch refused)
-  2  incomplete run: bad input, missing tool, infrastructure failure
+  2  incomplete run: bad input, missing tool, infrastructure failure, interrupted
 """
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    # name: (module, short help)
+    # name: (module, short help); every module is named after its command
     "doctor": ("patchflow.cli.doctor", "Check the host tools each stage needs."),
     "demo": ("patchflow.cli.demo", "Run the offline demo on the embedded default."),
     "series": ("patchflow.cli.series", "Fetch and track patch series from lore."),
+    "tree": ("patchflow.cli.tree", "Prepare and inspect target kernel trees."),
     "backport": ("patchflow.cli.backport", "Apply a series version onto a target branch."),
-    "rebase": ("patchflow.cli.backport", "Re-apply a stored backport after a branch or series moved."),
-    "status": ("patchflow.cli.backport", "Matrix of series versions x targets."),
-    "tree": ("patchflow.cli.backport", "Prepare and inspect target kernel trees."),
+    "rebase": ("patchflow.cli.rebase", "Re-apply a stored backport after a branch or series moved."),
+    "status": ("patchflow.cli.status", "Matrix of series versions x targets."),
     "build": ("patchflow.cli.build", "Build the base or patched kernel for a target."),
-    "boot": ("patchflow.cli.build", "Boot a built kernel in QEMU and run a smoke check."),
-    "bench": ("patchflow.cli.build", "A/B stress-ng reclaim benchmark, base against patched."),
+    "boot": ("patchflow.cli.boot", "Boot a built kernel in QEMU and run a smoke check."),
+    "bench": ("patchflow.cli.bench", "A/B stress-ng reclaim benchmark, base against patched."),
     "livepatch": ("patchflow.cli.livepatch", "Build, verify and bundle live-patch modules."),
     "gate": ("patchflow.cli.gate", "Run the whole pipeline for a series and give a CI verdict."),
-    "report": ("patchflow.cli.gate", "Render HTML/Markdown reports and a mail draft."),
-    "ci": ("patchflow.cli.gate", "Generate pipelines for existing CI engines."),
+    "report": ("patchflow.cli.report", "Render HTML/Markdown reports and a mail draft."),
+    "ci": ("patchflow.cli.ci", "Generate pipelines for existing CI engines."),
 }
 
 
-class LazyGroup(click.Group):
+class PatchflowGroup(click.Group):
+    """Lazy sub-commands, typo suggestions, and the one place errors become exit codes."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(n for n, (mod, _) in COMMANDS.items() if _available(mod))
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:
             return None
-        module, _ = COMMANDS[cmd_name]
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name == module:
-                return None
-            raise
+        mod = importlib.import_module(COMMANDS[cmd_name][0])
         cmd = getattr(mod, cmd_name.replace("-", "_") + "_cmd", None)
         return cmd if isinstance(cmd, click.Command) else None
 
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and name not in COMMANDS:
+            close = difflib.get_close_matches(name, list(COMMANDS), n=2, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise click.UsageError(f"No such command {name!r}.{hint}", ctx)
+        return super().resolve_command(ctx, args)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(n, COMMANDS[n][1]) for n in self.list_commands(ctx)]
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, COMMANDS[n][1]) for n in self.list_commands(ctx)])
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from patchflow.errors import PatchflowError
+
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except PatchflowError as exc:
+            if debug:
+                raise
+            _error(str(exc))
+            raise click.exceptions.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            raise click.exceptions.Exit(2) from None
+        except OSError as exc:
+            if debug:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            _error(f"{where}{exc.strerror or exc}")
+            raise click.exceptions.Exit(2) from None
 
 
-def _available(module: str) -> bool:
-    import importlib.util
+def _error(message: str) -> None:
+    lines = message.strip().splitlines() or ["unknown error"]
+    click.secho(f"error: {lines[0]}", fg="red", err=True)
+    for line in lines[1:]:
+        click.echo(f"  {line}", err=True)
 
-    return importlib.util.find_spec(module) is not None
 
-
-@click.group(cls=LazyGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="patchflow")
+@click.group(cls=PatchflowGroup, epilog=EPILOG,
+             context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="patchflow")
 @click.option("--workspace", "-w", type=click.Path(file_okay=False), envvar="PATCHFLOW_WORKSPACE",
               help="State, logs and worktrees [default: ./.patchflow].")
 @click.option("--config-dir", "-C", type=click.Path(file_okay=False, exists=True),
@@ -93,26 +129,30 @@ def cli(ctx: click.Context, workspace: str | None, config_dir: str | None, debug
     ctx.call_on_close(ctx.obj.close)
 
 
-def main(argv: list[str] | None = None) -> Any:
-    from patchflow.errors import PatchflowError
+def _terminate(signum: int, frame: types.FrameType | None) -> NoReturn:
+    # SIGTERM (a CI job cancelled, systemd stopping us) ends the run like Ctrl-C: the
+    # runner kills the children's process groups, the gate records "interrupted" with
+    # its partial results and JUnit (tests/integration/test_signals.py)
+    raise KeyboardInterrupt
 
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """The console script and ``python -m patchflow``: the only place that calls sys.exit."""
+    signal.signal(signal.SIGTERM, _terminate)
     args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
     try:
-        return cli.main(args=args, prog_name="patchflow", standalone_mode=False)
+        # without standalone mode, click returns the code of an Exit raised inside
+        rv = cli.main(args=args, prog_name="patchflow", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2)
+        code = 2
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        sys.exit(2)
-    except PatchflowError as exc:
-        if debug:
-            raise
-        click.secho(f"error: {exc}", fg="red", err=True)
-        sys.exit(exc.exit_code)
+        code = 2
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
-        sys.exit(2)
+        code = 2
+    sys.exit(code)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from patchflow.cli.options import Ctx, emit_json, format_option, pass_ctx
+from patchflow.cli.options import Ctx, emit_json, exit_with, format_option, pass_ctx
 
 
 @click.command("demo")
@@ -17,7 +17,7 @@ from patchflow.cli.options import Ctx, emit_json, format_option, pass_ctx
 @pass_ctx
 def demo_cmd(ctx: Ctx, name: str, targets: tuple[str, ...], no_gate: bool, fmt: str) -> None:
     """Run the offline demo: local lore mirror, b4 fetch, version diff, and the
-    kernel stages that are available (see README "What works today")."""
+    whole gate on each target.  Exit 0 only when the verdict is PASS."""
     from patchflow.demo import offline as demo
     from patchflow.result import exit_code
 
@@ -27,11 +27,15 @@ def demo_cmd(ctx: Ctx, name: str, targets: tuple[str, ...], no_gate: bool, fmt: 
 
     results = demo.run(ctx.ws, ctx.state, name, say, targets=list(targets) or None,
                        gate=not no_gate)
+    code = exit_code(r.status for r in results)
     if fmt == "json":
-        emit_json([r.to_json() for r in results])
+        emit_json({"verdict": {0: "pass", 1: "fail"}.get(code, "incomplete"),
+                   "exit_code": code, "results": [r.to_json() for r in results]},
+                  "patchflow.demo/1")
     else:
         click.echo("")
         for r in results:
             click.echo(f"{(r.target or '-'):<14} {r.stage:<17} {r.status.value.upper():<6} "
                        f"{r.duration:7.1f}s  {r.summary}")
-    raise SystemExit(exit_code(r.status for r in results))
+        click.echo(f"verdict: {({0: 'PASS', 1: 'FAIL'}).get(code, 'INCOMPLETE')} (exit {code})")
+    exit_with(code)

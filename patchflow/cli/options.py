@@ -1,18 +1,29 @@
-"""Options shared by several sub-commands, and the per-invocation context."""
+"""What the sub-commands share: the per-invocation context, option decorators, output helpers.
+
+Every option that more than one command takes is declared here once
+(``--target``, ``-v/--version``, ``--format``, ``--accel``...), and
+:func:`exit_with` is how a command ends with a non-zero exit code.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from patchflow.state import State
 from patchflow.workspace import Workspace
+
+if TYPE_CHECKING:
+    from patchflow.config import WorkspaceConfig
+    from patchflow.context import StageContext
+    from patchflow.result import Progress
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,8 +55,29 @@ class Ctx:
             self._state.close()
             self._state = None
 
+    def stage(self, command: str, *, series: str | None = None, revision: int | None = None,
+              target: str | None = None, settings: WorkspaceConfig | None = None,
+              progress: Progress | None = None) -> StageContext:
+        """The context a stage function gets, with a run directory for this command."""
+        from patchflow.context import StageContext
+        from patchflow.workspace import reproduce_cmdline
+
+        run_id = self.state.start_run(command, reproduce_cmdline())
+        run_dir = self.ws.runs_dir / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return StageContext.make(
+            self.ws, self.state, log=run_dir / f"{command}.log",
+            series=self.ws.config.series(series) if series else None, revision=revision,
+            target=self.ws.config.target(target) if target else None, run_dir=run_dir,
+            settings=settings, progress=progress or say_plain)
+
 
 pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def exit_with(code: int) -> NoReturn:
+    """End the command with *code* (the one way a command exits non-zero)."""
+    raise click.exceptions.Exit(code)
 
 
 def format_option(f: F) -> F:
@@ -68,12 +100,45 @@ def version_option(f: F) -> F:
                         help="Series revision (default: the newest fetched).")(f)
 
 
+def accel_option(f: F) -> F:
+    return click.option("--accel", type=click.Choice(["auto", "kvm", "tcg"]), default=None,
+                        help="auto: KVM only if a probe proves it works [default: the "
+                             "workspace's bench.accel, auto].")(f)
+
+
 def interactive() -> bool:
     """True on a terminal outside CI: progress bars and tables; else plain lines."""
     return sys.stdout.isatty() and not os.environ.get("CI")
 
 
-def emit_json(obj: Any) -> None:
+def say_plain(msg: str) -> None:
+    click.echo(f"... {msg}", err=True)
+
+
+@contextmanager
+def progress_sink(fmt: str = "text") -> Iterator[Callable[[str], None]]:
+    """A rich spinner on a terminal, plain stderr lines in CI, nothing for --format json."""
+    if fmt == "json":
+        yield lambda _msg: None
+        return
+    if interactive():
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        with console.status("working...") as status:
+            def say(msg: str) -> None:
+                status.update(msg)
+                console.log(msg)
+            yield say
+        return
+    yield say_plain
+
+
+def emit_json(obj: Any, schema: str | None = None) -> None:
+    """JSON on stdout; an object gets its ``schema`` name so a reader knows what it holds."""
+    if schema is not None:
+        obj = {"schema": schema, **obj} if isinstance(obj, dict) else {"schema": schema,
+                                                                      "items": obj}
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
@@ -97,3 +162,34 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], title: str | No
     click.echo("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for r in cells:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def show_results(results: Sequence[Any], fmt: str) -> int:
+    """Print stage results (text or JSON); their combined exit code."""
+    from patchflow.result import exit_code
+
+    if fmt == "json":
+        emit_json({"results": [r.to_json() for r in results]}, "patchflow.stage-results/1")
+    else:
+        for r in results:
+            colour = {"pass": "green", "warn": "yellow", "fail": "red", "error": "red"}.get(
+                r.status.value)
+            line = f"{r.stage} {r.target or ''}: {r.status.value.upper()} {r.summary}"
+            click.secho(line, fg=colour if interactive() else None)
+            if r.log:
+                click.echo(f"  log: {r.log}")
+    return exit_code(r.status for r in results)
+
+
+def finish_run(ctx: Ctx, stage_ctx: StageContext, results: Sequence[Any]) -> None:
+    """Record the results of a command's stages and close its run."""
+    from patchflow.bench.ab import sample_rows
+    from patchflow.gate.records import verdict_status
+    from patchflow.result import exit_code
+
+    run_id = stage_ctx.run_dir.name if stage_ctx.run_dir else ""
+    for r in results:
+        ctx.state.record(r, run_id=run_id, series=stage_ctx.series.name
+                         if stage_ctx.series else None, revision=stage_ctx.revision,
+                         samples=sample_rows(r))
+    ctx.state.finish_run(run_id, verdict_status(exit_code(r.status for r in results)))

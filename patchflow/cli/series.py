@@ -6,7 +6,14 @@ from typing import Any
 
 import click
 
-from patchflow.cli.options import Ctx, emit_json, format_option, interactive, pass_ctx, table
+from patchflow.cli.options import (
+    Ctx,
+    emit_json,
+    format_option,
+    interactive,
+    pass_ctx,
+    table,
+)
 
 
 @click.group("series")
@@ -56,12 +63,12 @@ def fetch(ctx: Ctx, what: str, revision: int | None, check_newer: bool, allow_pa
                               mirror=mirror, name=name, timeout=timeout,
                               progress=progress)
     if fmt == "json":
-        emit_json(report.to_json())
+        emit_json(report.to_json(), "patchflow.fetch/1")
         return
-    for row in report.stored:
-        click.echo(f"stored {report.series} v{row.revision}: {row.subject} <{row.msgid}>")
-    for u in report.unchanged:
-        click.echo(f"unchanged {report.series} {u}")
+    for ref in report.stored:
+        click.echo(f"stored {report.series} v{ref.revision}: {ref.subject} <{ref.msgid}>")
+    for ref in report.unchanged:
+        click.echo(f"unchanged {report.series} v{ref.revision} <{ref.msgid}>")
     for note in report.notes:
         click.echo(f"note: {note}")
 
@@ -83,7 +90,7 @@ def list_(ctx: Ctx, fmt: str) -> None:
                      "postings": len(fetched),
                      "latest": max(cur) if cur else None})
     if fmt == "json":
-        emit_json(rows)
+        emit_json({"series": rows}, "patchflow.series-list/1")
         return
     table(["series", "configured", "fetched", "postings"],
           [[r["name"], "yes" if r["configured"] else "no",
@@ -106,7 +113,7 @@ def show(ctx: Ctx, name: str, revision: int | None, fmt: str) -> None:
     if not rows:
         raise NotFound(f"series {name!r}{f' v{revision}' if revision else ''} was never fetched")
     if fmt == "json":
-        emit_json(to_json(rows, ctx.state))
+        emit_json({"versions": to_json(rows, ctx.state)}, "patchflow.series-show/1")
         return
     cur = current_postings(rows)
     for rev, (row, others) in sorted(cur.items()):
@@ -137,7 +144,8 @@ def diff(ctx: Ctx, name: str, va: str, vb: str, fmt: str) -> None:
     a, b = _rev(va), _rev(vb)
     entries = diff_versions(ctx.ws, ctx.state, name, a, b)
     if fmt == "json":
-        emit_json([e.to_json() for e in entries])
+        emit_json({"series": name, "old": a, "new": b, "entries": [e.to_json() for e in entries]},
+                  "patchflow.range-diff/1")
         return
     click.echo(format_range_diff(entries, a, b))
 

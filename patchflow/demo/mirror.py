@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from patchflow import runner
+from patchflow import gitrepo, runner
 from patchflow.errors import InfraError, UserError
 
 DEFAULT_LIST = "linux-mm@kvack.org"
@@ -83,7 +83,7 @@ class LocalLore:
         runner.run(["public-inbox-init", "-V2", "-L", "full", self.name, self.inbox_dir,
                     f"http://127.0.0.1/{self.name}", self.address], env=self.env, timeout=120)
         # there is no spamc on these machines; public-inbox-mda would reject everything
-        runner.run(["git", "config", "-f", self.pi_config, "publicinboxmda.spamcheck", "none"])
+        gitrepo.config_file_set(self.pi_config, "publicinboxmda.spamcheck", "none")
 
     def copy_to(self, root: Path) -> LocalLore:
         """A second, independent mirror with the same messages (cheap for tests)."""
@@ -92,8 +92,8 @@ class LocalLore:
         shutil.copytree(self.root, root, symlinks=True,
                         ignore=shutil.ignore_patterns("httpd.log"))
         other = LocalLore(root, self.name, self.address)
-        runner.run(["git", "config", "-f", other.pi_config,
-                    f"publicinbox.{self.name}.inboxdir", other.inbox_dir])
+        gitrepo.config_file_set(other.pi_config, f"publicinbox.{self.name}.inboxdir",
+                                str(other.inbox_dir))
         return other
 
     def inject(self, raw: bytes) -> None:

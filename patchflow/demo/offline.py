@@ -9,10 +9,11 @@ QEMU.  Each step reports a :class:`~patchflow.result.StageResult`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from patchflow.config import SeriesConfig
+from patchflow.config import SeriesConfig, WorkspaceConfig
 from patchflow.demo.mirror import LocalLore
 from patchflow.errors import PatchflowError, UserError
 from patchflow.result import StageResult, Status, measure
@@ -49,8 +50,6 @@ def publish(ws: Workspace, cfg: SeriesConfig, say: Say) -> LocalLore:
 def run(ws: Workspace, state: State, name: str, say: Say, *, targets: list[str] | None = None,
         gate: bool = True) -> list[StageResult]:
     """Mirror, fetch, version diff, then (with *gate*) the whole pipeline per target."""
-    import os
-
     from patchflow.lore import series
 
     cfg = ws.config.series(name)
@@ -66,8 +65,7 @@ def run(ws: Workspace, state: State, name: str, say: Say, *, targets: list[str] 
                 fetched = state.versions(name)
                 res = StageResult("fetch", Status.PASS,
                                   f"{len(fetched)} postings of {name} stored with b4 "
-                                  f"({'; '.join(report.notes) or 'no notes'})", sw.elapsed,
-                                  details=report.to_json())
+                                  f"({'; '.join(report.notes) or 'no notes'})", sw.elapsed)
             except PatchflowError as exc:
                 res = StageResult("fetch", Status.ERROR, str(exc), sw.elapsed)
         results.append(res)
@@ -78,19 +76,21 @@ def run(ws: Workspace, state: State, name: str, say: Say, *, targets: list[str] 
             say(f"range-diff v{revs[-2]}..v{revs[-1]}:\n{text}")
             results.append(StageResult("series-diff", Status.PASS,
                                        f"{sum(e.mark != '=' for e in entries)} of {len(entries)} "
-                                       f"patches changed between v{revs[-2]} and v{revs[-1]}",
-                                       details={"entries": [e.to_json() for e in entries]}))
+                                       f"patches changed between v{revs[-2]} and v{revs[-1]}"))
         if gate and results[-1].status is Status.PASS:
-            # the gate's check-newer stage asks the same local mirror
-            os.environ["PATCHFLOW_MIRROR"] = mirror.midmask
-            results.extend(run_gate(ws, state, cfg, targets or list(cfg.targets), say))
+            # the gate's check-newer stage asks the same local mirror: a setting, not
+            # an environment variable (nothing in the library writes os.environ)
+            settings = dataclasses.replace(ws.settings, lore=dataclasses.replace(
+                ws.settings.lore, midmask=mirror.midmask))
+            results.extend(run_gate(ws, state, cfg, targets or list(cfg.targets), say,
+                                    settings))
     finally:
         mirror.stop()
     return results
 
 
 def run_gate(ws: Workspace, state: State, cfg: SeriesConfig, targets: list[str],
-             say: Say) -> list[StageResult]:
+             say: Say, settings: WorkspaceConfig) -> list[StageResult]:
     from patchflow.gate import run as gate
     from patchflow.trees import repo as tree
     from patchflow.workspace import reproduce_cmdline
@@ -113,6 +113,6 @@ def run_gate(ws: Workspace, state: State, cfg: SeriesConfig, targets: list[str],
             + (" (reused)" if e.cached else ""))
 
     run = gate.execute(ws, state, cfg, targets=targets, reproduce=reproduce_cmdline(),
-                       on_result=show)
+                       settings=settings, on_result=show)
     say(f"gate records: {run.run_dir} (report: patchflow report {run.run_dir})")
     return [e.result for e in run.entries]

@@ -1,52 +1,65 @@
 """The gate: one verdict for a series on every target.
 
-Owns the stage registry (:data:`STAGES`, an ordered list of :class:`Stage`),
-the input hashing that lets an unchanged stage be skipped, the run loop
-(:func:`run_gate`), and the three records every gate run leaves in its run
-directory: ``metadata.json`` (written atomically at start and end),
-``results.json`` (schema :data:`RESULTS_SCHEMA`, documented in
-:mod:`patchflow.report.view`) and ``junit.xml`` (one test case per target x stage).
+Owns the input hashing that lets an unchanged stage be skipped, the run loop
+(:func:`run_gate`) over the stages of :mod:`patchflow.gate.registry`, and the
+three records every gate run leaves in its run directory (written through
+:mod:`patchflow.gate.records`): ``metadata.json`` (atomically, at start and
+end), ``results.json`` and ``junit.xml`` (one test case per target x stage).
 
 Exit codes (the CI contract, see README "Exit codes")::
 
     0  every stage that ran passed (PASS, WARN, or SKIP)
     1  a real failure: conflict, build failure, oops, significant regression,
        livepatch refused or failing
-    2  incomplete: a stage errored (missing tool, broken infrastructure, a
-       stage that is not available), a needed stage never ran, or the run
-       was interrupted
+    2  incomplete: a stage errored (missing tool, broken infrastructure), a
+       needed stage never ran, or the run was interrupted (SIGINT, SIGTERM)
 
 Stages whose inputs have not changed are not run again: each result is stored
 with an ``input_hash`` (series content, branch head, target config and
-fragments, tool version, and the hashes of the stages it needs), and a later
-gate with the same hash reuses it.  That same mechanism is how an interrupted
-gate resumes: run the same command again and only the missing stages run.
+fragments, the settings the stage reads, the tool version, and the hashes of
+the stages it needs), and a later gate with the same hash reuses it.  That same
+mechanism is how an interrupted gate resumes: run the same command again and
+only the missing stages run.  A dry run records nothing: it says what would
+run, what would be reused and what is missing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import importlib
 import json
 import platform
 import time
 import traceback
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from patchflow import __version__
-from patchflow.config import SeriesConfig, TargetConfig
-from patchflow.errors import NotFound, PatchflowError, ToolNotFound, UserError
-from patchflow.result import StageResult, Status, exit_code, measure
+from patchflow import __version__, typed
+from patchflow.bench.ab import sample_rows
+from patchflow.config import SeriesConfig, TargetConfig, WorkspaceConfig
+from patchflow.context import StageContext, append_line
+from patchflow.errors import NotFound, PatchflowError, ToolNotFound
+from patchflow.gate.records import (
+    Entry,
+    ResultsDoc,
+    SeriesBlock,
+    Verdict,
+    iso,
+    verdict_status,
+    write_records,
+)
+from patchflow.gate.registry import Stage, default_stages, select
+from patchflow.result import (
+    ErrorDetails,
+    StageResult,
+    Status,
+    details_from_json,
+    exit_code,
+    measure,
+)
 from patchflow.state import State
-from patchflow.workspace import Workspace, atomic_write, atomic_write_json
-
-#: version tag of results.json; bump when a field changes meaning
-RESULTS_SCHEMA = "patchflow.results/1"
+from patchflow.workspace import Workspace, atomic_write_json
 
 #: statuses whose stored result is reused when the inputs did not change.
 #: ERROR and SKIP are retried: an infrastructure failure may be transient, and
@@ -54,13 +67,9 @@ RESULTS_SCHEMA = "patchflow.results/1"
 REUSABLE = frozenset({Status.PASS, Status.WARN, Status.FAIL})
 
 
-# --------------------------------------------------------------------------
-# context and stages
-
-
 @dataclass
 class GateContext:
-    """What a stage function gets besides its target: the run it belongs to."""
+    """One gate run: what every cell's :class:`~patchflow.context.StageContext` is made from."""
 
     ws: Workspace
     state: State
@@ -68,6 +77,7 @@ class GateContext:
     revision: int | None
     run_id: str
     run_dir: Path
+    settings: WorkspaceConfig
     dry_run: bool = False
     debug: bool = False
     #: results of this run so far, by (target, stage); None target = per-series stage
@@ -84,22 +94,12 @@ class GateContext:
     def log_path(self, target: str | None, stage: str) -> Path:
         return self.run_dir / (target or "series") / f"{stage}.log"
 
-
-StageFn = Callable[[GateContext, str | None], StageResult]
-InputsFn = Callable[[GateContext, str | None], Mapping[str, str]]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of the pipeline, run once per target (or once per series)."""
-
-    name: str
-    run: StageFn
-    inputs: InputsFn
-    #: stages that must have passed (PASS or WARN) before this one runs
-    needs: tuple[str, ...] = ()
-    per_target: bool = True
-    description: str = ""
+    def stage_context(self, target: str | None, stage: str) -> StageContext:
+        return StageContext.make(self.ws, self.state, log=self.log_path(target, stage),
+                                 series=self.series, revision=self.revision,
+                                 target=self.target(target) if target else None,
+                                 run_dir=self.run_dir / (target or "series"),
+                                 settings=self.settings)
 
 
 # --------------------------------------------------------------------------
@@ -132,6 +132,19 @@ def series_inputs(ctx: GateContext) -> dict[str, str]:
             "series_content": ",".join(msgids)}
 
 
+def branch_head(ctx: GateContext, tc: TargetConfig) -> str:
+    """The commit the target branch points at; its configured source before it is prepared."""
+    from patchflow.trees.repo import branch_head as head
+
+    try:
+        return head(ctx.ws, tc)
+    except PatchflowError:
+        pass  # no tree yet: the backport stage will say so with a proper result
+    if tc.debian is not None:
+        return f"{tc.debian.package}={tc.debian.releases[-1]}"
+    return f"{tc.git.remote}#{tc.git.branch}"
+
+
 def target_inputs(ctx: GateContext, target: str) -> dict[str, str]:
     """The target config file, its kconfig fragments and the branch head."""
     tc = ctx.target(target)
@@ -142,27 +155,13 @@ def target_inputs(ctx: GateContext, target: str) -> dict[str, str]:
     return out
 
 
-def branch_head(ctx: GateContext, tc: TargetConfig) -> str:
-    """The commit the target branch points at, from the tree module when it is wired.
-
-    Falls back to the newest configured Debian release (or the branch name),
-    which is what the head is derived from for ``provider = "debian"`` targets.
-    """
-    fn = _lookup("patchflow.trees.repo", "branch_head")
-    if fn is not None:
-        try:
-            return str(fn(ctx.ws, tc))
-        except PatchflowError:
-            pass  # no tree yet: the backport stage will say so with a proper result
-    if tc.debian is not None:
-        return f"{tc.debian.package}={tc.debian.releases[-1]}"
-    return f"{tc.git.remote}#{tc.git.branch}"
-
-
-def default_inputs(ctx: GateContext, target: str | None) -> dict[str, str]:
+def stage_inputs(ctx: GateContext, stage: Stage, target: str | None) -> dict[str, str]:
     out = {"tool_version": __version__, **series_inputs(ctx)}
     if target is not None:
         out.update(target_inputs(ctx, target))
+    for section in stage.settings:
+        out[f"settings:{section}"] = json.dumps(typed.dump(getattr(ctx.settings, section)),
+                                                sort_keys=True)
     return out
 
 
@@ -178,103 +177,6 @@ def input_hash(stage: Stage, inputs: Mapping[str, str], upstream: Mapping[str, s
 
 
 # --------------------------------------------------------------------------
-# adapters to the stage modules
-
-
-def _lookup(module: str, attr: str) -> Callable[..., Any] | None:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise
-    fn = getattr(mod, attr, None)
-    return fn if callable(fn) else None
-
-
-def _unavailable(stage: str, target: str | None, what: str) -> StageResult:
-    return StageResult(stage=stage, status=Status.ERROR, target=target,
-                       summary=f"stage {stage} not available: {what} is missing",
-                       details={"missing": what})
-
-
-def adapter(stage: str, module: str, attr: str, **extra: Any) -> StageFn:
-    """A stage function that calls ``module.attr``, or says that it is missing.
-
-    Every stage module is called the same way (the adapter contract)::
-
-        fn(ws, state, series, revision, target, *, log, **extra)
-            -> StageResult | tuple[StageResult, list[(variant, rep, metric, value)]]
-
-    with ``target`` a TargetConfig (None for per-series stages) and ``log``
-    the file the stage should append its output to.  A module or function
-    that is not there yet gives an ERROR result (exit 2, incomplete) instead of
-    an ImportError, so a gate on a partial install still reports every other
-    stage.
-    """
-
-    def run(ctx: GateContext, target: str | None) -> StageResult:
-        fn = _lookup(module, attr)
-        if fn is None:
-            return _unavailable(stage, target, f"{module}.{attr}")
-        tc = ctx.target(target) if target is not None else None
-        out = fn(ctx.ws, ctx.state, ctx.series, ctx.revision, tc,
-                 log=ctx.log_path(target, stage), **extra)
-        if isinstance(out, tuple):  # (result, samples) from the benchmark
-            return _with_samples(out[0], out[1])
-        if not isinstance(out, StageResult):
-            raise TypeError(f"{module}.{attr} returned {type(out).__name__}, not StageResult")
-        return out
-
-    run.__name__ = f"{stage.replace('-', '_')}_adapter"
-    return run
-
-
-def _with_samples(res: StageResult, samples: Iterable[Sequence[Any]]) -> StageResult:
-    d = dict(res.details)
-    d["samples"] = [list(s) for s in samples]
-    return StageResult(stage=res.stage, status=res.status, summary=res.summary,
-                       duration=res.duration, target=res.target, details=d, log=res.log)
-
-
-#: stage name -> (module, function, extra keyword arguments) of the adapter contract
-ADAPTERS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "check-newer": ("patchflow.lore.series", "gate_check_newer", {}),
-    "backport": ("patchflow.backport.engine", "gate_backport", {}),
-    "build-base": ("patchflow.pipeline", "gate_build", {"variant": "base"}),
-    "build-patched": ("patchflow.pipeline", "gate_build", {"variant": "patched"}),
-    "boot": ("patchflow.pipeline", "gate_boot", {}),
-    "bench": ("patchflow.pipeline", "gate_bench", {}),
-    "livepatch-build": ("patchflow.pipeline", "gate_livepatch_build", {}),
-    "livepatch-verify": ("patchflow.pipeline", "gate_livepatch_verify", {}),
-}
-
-
-def _stage(name: str, needs: tuple[str, ...], description: str,
-           per_target: bool = True) -> Stage:
-    module, attr, extra = ADAPTERS[name]
-    return Stage(name, adapter(name, module, attr, **extra), default_inputs, needs=needs,
-                 per_target=per_target, description=description)
-
-
-def default_stages() -> list[Stage]:
-    """The pipeline of issue 7, in order, wired to the real stage modules."""
-    return [
-        _stage("check-newer", (), "look for a newer posting of the series", per_target=False),
-        _stage("backport", (), "apply the series onto the target branch"),
-        _stage("build-base", (), "build the unpatched kernel"),
-        _stage("build-patched", ("backport",), "build the patched kernel"),
-        _stage("boot", ("build-patched",), "boot the patched kernel in QEMU, check the console"),
-        _stage("bench", ("build-base", "boot"),
-               "A/B stress-ng reclaim benchmark, base against patched"),
-        _stage("livepatch-build", ("backport", "build-base"),
-               "generate and build the livepatch module"),
-        _stage("livepatch-verify", ("livepatch-build",),
-               "load the livepatch in a guest and verify the transition"),
-    ]
-
-
-# --------------------------------------------------------------------------
 # the run
 
 
@@ -286,16 +188,8 @@ class GateEntry:
     input_hash: str
     cached: bool
     result_id: int | None
-    samples: tuple[tuple[str, int, str, float], ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        d = self.result.to_json()
-        d["details"] = {k: v for k, v in self.result.details.items() if k != "samples"}
-        d["input_hash"] = self.input_hash
-        d["cached"] = self.cached
-        d["samples"] = [{"variant": v, "rep": r, "metric": m, "value": x}
-                        for v, r, m, x in self.samples]
-        return d
+    #: a dry run: the cell was planned, not run ("would run", "would reuse", "blocked")
+    plan: str = ""
 
 
 @dataclass
@@ -306,21 +200,14 @@ class GateRun:
     run_dir: Path
     entries: list[GateEntry]
     interrupted: bool = False
+    dry_run: bool = False
+    #: a dry run: what the plan lacks (nothing fetched, no tree prepared...)
+    missing: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
         code = exit_code(e.result.status for e in self.entries)
         return max(code, 2) if self.interrupted else code
-
-
-def select_stages(stages: Sequence[Stage], names: Sequence[str] | None) -> list[Stage]:
-    if not names:
-        return list(stages)
-    known = {s.name for s in stages}
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UserError(f"unknown stage(s) {', '.join(unknown)} (known: {', '.join(known)})")
-    return [s for s in stages if s.name in names]
 
 
 def _blocked(stage: Stage, target: str | None, ctx: GateContext,
@@ -337,7 +224,7 @@ def _blocked(stage: Stage, target: str | None, ctx: GateContext,
             return StageResult(stage=stage.name, status=Status.ERROR, target=target,
                                summary=f"needs {need}, which has no result for these inputs "
                                        f"(run the {need} stage first)")
-        if ctx.dry_run and prev.details.get("dry_run"):
+        if ctx.dry_run and prev.summary.startswith("dry run:"):
             continue  # planned, not run: show the whole plan
         if prev.status not in (Status.PASS, Status.WARN):
             return StageResult(stage=stage.name, status=Status.SKIP, target=target,
@@ -352,7 +239,7 @@ def _adopt_previous(ctx: GateContext, stage: Stage, target: str | None,
     row = ctx.state.last_result(series=ctx.series.name, target=target, stage=stage.name,
                                 input_hash=h)
     if row is not None:
-        ctx.results[(target, stage.name)] = _row_result(row)
+        ctx.results[(target, stage.name)] = row_result(row)
 
 
 def _hash_for(ctx: GateContext, stage: Stage, target: str | None,
@@ -364,42 +251,45 @@ def _hash_for(ctx: GateContext, stage: Stage, target: str | None,
             dep = stages_by_name[need]
             upstream[need] = _hash_for(ctx, dep, target if dep.per_target else None,
                                        stages_by_name)
-        ctx.hashes[key] = input_hash(stage, stage.inputs(ctx, target), upstream)
+        ctx.hashes[key] = input_hash(stage, stage_inputs(ctx, stage, target), upstream)
     return ctx.hashes[key]
 
 
-def _row_result(row: Mapping[str, Any]) -> StageResult:
+def row_result(row: Mapping[str, Any]) -> StageResult:
+    """A stored stage result, its details typed again (an unreadable one is an ERROR)."""
+    try:
+        details = details_from_json(row["details"])
+    except typed.TypedError as exc:
+        details = ErrorDetails("TypedError", f"stored details unreadable: {exc}")
     return StageResult(stage=row["stage"], status=Status(row["status"]), summary=row["summary"],
                        duration=float(row["duration"]), target=row["target"],
-                       details=dict(row["details"]), log=row["log"])
+                       details=details, log=row["log"])
 
 
 def _run_one(stage: Stage, ctx: GateContext, target: str | None) -> StageResult:
     """Run a stage function; an exception becomes an ERROR result with its traceback logged."""
+    log = ctx.log_path(target, stage.name)
     with measure() as sw:
         try:
-            res = stage.run(ctx, target)
+            res = stage.run(ctx.stage_context(target, stage.name))
         except PatchflowError as exc:
+            append_line(log, f"error: {exc}")
             res = StageResult(stage=stage.name, status=Status.ERROR, target=target,
                               summary=str(exc).splitlines()[0],
-                              details={"error": type(exc).__name__, "message": str(exc)})
+                              details=ErrorDetails(type(exc).__name__, str(exc)))
         except Exception as exc:
             if ctx.debug:
                 raise
             # a bug in one stage must not hide the verdict of every other cell
-            log = ctx.log_path(target, stage.name)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "a", encoding="utf-8") as fh:
-                fh.write(traceback.format_exc())
+            append_line(log, traceback.format_exc())
             res = StageResult(stage=stage.name, status=Status.ERROR, target=target,
                               summary=f"internal error: {type(exc).__name__}: {exc}",
-                              log=str(log))
+                              details=ErrorDetails(type(exc).__name__, str(exc)))
     # fill in what a stage function may leave out
-    log_file = ctx.log_path(target, stage.name)
     return StageResult(stage=stage.name, status=res.status, summary=res.summary,
                        duration=res.duration or sw.elapsed, target=target,
                        details=res.details,
-                       log=res.log or (str(log_file) if log_file.exists() else None))
+                       log=res.log or (str(log) if log.exists() else None))
 
 
 def run_gate(ctx: GateContext, stages: Sequence[Stage], targets: Sequence[str], *,
@@ -410,13 +300,14 @@ def run_gate(ctx: GateContext, stages: Sequence[Stage], targets: Sequence[str], 
     Stages of one target run in order; targets run one after the other (a
     machine runs one kernel build at a time; fan-out is the CI engine's job,
     see :mod:`patchflow.cigen`).  Per-series stages run once, first.
-    ``KeyboardInterrupt`` ends the run as interrupted (exit 2); what finished
-    is already recorded, so the same command resumes.
+    ``KeyboardInterrupt`` (SIGINT, or SIGTERM as the CLI turns it into one)
+    ends the run as interrupted (exit 2); what finished is already recorded,
+    so the same command resumes.
     """
     by_name = {s.name: s for s in stages}
-    chosen = select_stages(stages, selected)
+    chosen = select(stages, selected)
     chosen_names = {s.name for s in chosen}
-    run = GateRun(run_id=ctx.run_id, run_dir=ctx.run_dir, entries=[])
+    run = GateRun(run_id=ctx.run_id, run_dir=ctx.run_dir, entries=[], dry_run=ctx.dry_run)
     cells: list[tuple[Stage, str | None]] = [(s, None) for s in chosen if not s.per_target]
     for t in targets:
         cells += [(s, t) for s in chosen if s.per_target]
@@ -457,32 +348,25 @@ def _cell(ctx: GateContext, stage: Stage, target: str | None, by_name: Mapping[s
         return GateEntry(res, "", False, None)
     blocked = _blocked(stage, target, ctx, by_name)
     if blocked is not None:
-        return GateEntry(blocked, h, False, None)
+        return GateEntry(blocked, h, False, None, "blocked" if ctx.dry_run else "")
     if not force:
         row = ctx.state.last_result(series=ctx.series.name, target=target, stage=stage.name,
                                     input_hash=h)
         if row is not None and Status(row["status"]) in REUSABLE:
-            samples = tuple(ctx.state.samples(int(row["id"])))
-            return GateEntry(_row_result(row), h, True, int(row["id"]), samples)
+            return GateEntry(row_result(row), h, True, int(row["id"]),
+                             "would reuse" if ctx.dry_run else "")
     if ctx.dry_run:
         res = StageResult(stage=stage.name, status=Status.SKIP, target=target,
-                          summary=f"dry run: would run {stage.name}",
-                          details={"dry_run": True})
-        return GateEntry(res, h, False, None)
+                          summary=f"dry run: would run {stage.name}")
+        return GateEntry(res, h, False, None, "would run")
     res = _run_one(stage, ctx, target)
-    samples = tuple((str(s[0]), int(s[1]), str(s[2]), float(s[3]))
-                    for s in res.details.get("samples", []))
-    if samples:
-        res = StageResult(stage=res.stage, status=res.status, summary=res.summary,
-                          duration=res.duration, target=res.target, log=res.log,
-                          details={k: v for k, v in res.details.items() if k != "samples"})
     rid = ctx.state.record(res, run_id=ctx.run_id, series=ctx.series.name,
-                           revision=ctx.revision, input_hash=h, samples=list(samples))
-    return GateEntry(res, h, False, rid, samples)
+                           revision=ctx.revision, input_hash=h, samples=sample_rows(res))
+    return GateEntry(res, h, False, rid)
 
 
 # --------------------------------------------------------------------------
-# records: metadata.json, results.json, junit.xml
+# records
 
 
 def tool_versions(tools: Iterable[str] = ("git", "b4", "make", "gcc", "qemu-system-x86_64",
@@ -509,22 +393,23 @@ def metadata(ctx: GateContext, run: GateRun | None, *, targets: Sequence[str],
              versions: Mapping[str, str]) -> dict[str, Any]:
     """The metadata.json document; *run* is None at start, set at the end."""
     doc: dict[str, Any] = {
+        "schema": "patchflow.metadata/1",
         "run_id": ctx.run_id,
         "series": ctx.series.name,
         "revision": ctx.revision,
         "targets": list(targets),
         "stages": list(stages),
-        "dry_run": ctx.dry_run,
-        "started": started,
+        "started": iso(started),
         "reproduce": reproduce,
         "tool_versions": dict(versions),
         "status": "running",
     }
     if run is not None:
-        doc["finished"] = time.time()
-        doc["duration"] = round(doc["finished"] - started, 3)
+        finished = time.time()
+        doc["finished"] = iso(finished)
+        doc["duration"] = round(finished - started, 3)
         doc["exit_code"] = run.exit_code
-        doc["status"] = "interrupted" if run.interrupted else _verdict_status(run.exit_code)
+        doc["status"] = verdict_status(run.exit_code, run.interrupted)
         doc["stage_durations"] = [
             {"target": e.result.target, "stage": e.result.stage,
              "status": e.result.status.value, "duration": round(e.result.duration, 3),
@@ -532,81 +417,60 @@ def metadata(ctx: GateContext, run: GateRun | None, *, targets: Sequence[str],
     return doc
 
 
-def _verdict_status(code: int) -> str:
-    return {0: "pass", 1: "fail"}.get(code, "incomplete")
-
-
-def series_block(ctx: GateContext) -> dict[str, Any]:
+def series_block(ctx: GateContext) -> SeriesBlock:
     """What the report and the mail need to know about the series version."""
     s = ctx.series
-    block: dict[str, Any] = {"name": s.name, "title": s.title, "revision": ctx.revision,
-                             "author": s.author, "list": s.list_address, "msgid": "",
-                             "subject": "", "cover": "", "posted": "", "patches": 0}
     versions = [v for v in ctx.state.versions(s.name)
                 if ctx.revision is None or v.revision == ctx.revision]
     if versions:
         v = versions[-1]
-        block.update(msgid=v.msgid, subject=v.subject, cover=v.cover, posted=v.posted,
-                     author=v.author or s.author, patches=len(ctx.state.patches(v.id)))
-    elif ctx.revision is not None:
-        with contextlib.suppress(NotFound):
-            block["msgid"] = s.version(ctx.revision).msgids[-1]
-    return block
+        return SeriesBlock(name=s.name, title=s.title, revision=ctx.revision, author=v.author
+                           or s.author, list_address=s.list_address, msgid=v.msgid,
+                           subject=v.subject, cover=v.cover, posted=v.posted,
+                           patches=len(ctx.state.patches(v.id)))
+    msgid = ""
+    if ctx.revision is not None:
+        try:
+            msgid = s.version(ctx.revision).msgids[-1]
+        except NotFound:
+            msgid = ""
+    return SeriesBlock(name=s.name, title=s.title, revision=ctx.revision, author=s.author,
+                       list_address=s.list_address, msgid=msgid)
 
 
 def results_doc(ctx: GateContext, run: GateRun, *, targets: Sequence[str],
                 stages: Sequence[str], reproduce: str, started: float,
-                finished: float) -> dict[str, Any]:
-    """The results.json document (schema in :mod:`patchflow.report.view`)."""
+                finished: float) -> ResultsDoc:
     code = run.exit_code
-    return {
-        "schema": RESULTS_SCHEMA,
-        "run_id": ctx.run_id,
-        "tool_version": __version__,
-        "series": series_block(ctx),
-        "targets": list(targets),
-        "stages": list(stages),
-        "started": started,
-        "finished": finished,
-        "reproduce": reproduce,
-        "verdict": {"exit_code": code, "status": "interrupted" if run.interrupted
-                    else _verdict_status(code)},
-        "results": [e.to_json() for e in run.entries],
-    }
+    return ResultsDoc(
+        run_id=ctx.run_id, tool_version=__version__, series=series_block(ctx),
+        targets=tuple(targets), stages=tuple(stages), started=iso(started),
+        finished=iso(finished), reproduce=reproduce,
+        verdict=Verdict(code, verdict_status(code, run.interrupted)),
+        entries=tuple(Entry(e.result, e.input_hash, e.cached, ctx.revision)
+                      for e in run.entries))
 
 
-def junit_xml(results: Sequence[Mapping[str, Any]], suite_name: str) -> str:
-    """JUnit XML: one testsuite per target, one testcase per stage, failure text inside."""
-    root = ET.Element("testsuites", name=suite_name)
-    by_target: dict[str, list[Mapping[str, Any]]] = {}
-    for r in results:
-        by_target.setdefault(r["target"] or "series", []).append(r)
-    for target, rows in by_target.items():
-        suite = ET.SubElement(root, "testsuite", name=target, tests=str(len(rows)),
-                              failures=str(sum(r["status"] == "fail" for r in rows)),
-                              errors=str(sum(r["status"] == "error" for r in rows)),
-                              skipped=str(sum(r["status"] == "skip" for r in rows)),
-                              time=f"{sum(float(r['duration']) for r in rows):.3f}")
-        for r in rows:
-            case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.{target}",
-                                 name=r["stage"], time=f"{float(r['duration']):.3f}")
-            text = r["summary"] + (f"\nlog: {r['log']}" if r.get("log") else "")
-            if r["status"] == "fail":
-                ET.SubElement(case, "failure", message=r["summary"]).text = text
-            elif r["status"] == "error":
-                ET.SubElement(case, "error", message=r["summary"]).text = text
-            elif r["status"] == "skip":
-                ET.SubElement(case, "skipped", message=r["summary"])
-            else:
-                ET.SubElement(case, "system-out").text = text
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+def _missing(ws: Workspace, state: State, series: SeriesConfig, targets: Sequence[str]
+             ) -> list[str]:
+    """What a dry run's plan would have to make first."""
+    from patchflow.kernel.artefacts import locate
+    from patchflow.trees.repo import open_tree
 
-
-def write_records(run_dir: Path, results: Mapping[str, Any]) -> None:
-    atomic_write_json(run_dir / "results.json", results)
-    atomic_write(run_dir / "junit.xml",
-                 junit_xml(results["results"], f"patchflow.{results['series']['name']}"))
+    out = []
+    if not state.versions(series.name):
+        out.append(f"series {series.name} was never fetched (check-newer fetches it)")
+    for t in targets:
+        try:
+            open_tree(ws, t)
+        except NotFound:
+            out.append(f"{t}: no tree prepared (the backport stage prepares it)")
+        for variant in ("base", "patched"):
+            try:
+                locate(ws.cache, t, variant)
+            except NotFound:
+                out.append(f"{t}: no {variant} kernel built (build-{variant} builds it)")
+    return out
 
 
 def execute(ws: Workspace, state: State, series: SeriesConfig, *, targets: Sequence[str],
@@ -614,14 +478,17 @@ def execute(ws: Workspace, state: State, series: SeriesConfig, *, targets: Seque
             selected: Sequence[str] | None = None, dry_run: bool = False, force: bool = False,
             out_dir: Path | None = None, reproduce: str = "", debug: bool = False,
             versions: Mapping[str, str] | None = None,
+            settings: WorkspaceConfig | None = None,
             on_result: Callable[[GateEntry], None] | None = None) -> GateRun:
     """A whole gate run with its records: the library side of ``patchflow gate``.
 
     ``metadata.json`` is written before the first stage and again after the
-    last, so a killed run still leaves a record saying it was running.
+    last, so a killed run still leaves a record saying it was running; an
+    interrupted one (SIGINT/SIGTERM) leaves its partial results and JUnit file.
+    A dry run writes and records nothing.
     """
     stage_list = list(stages if stages is not None else default_stages())
-    chosen = [s.name for s in select_stages(stage_list, selected)]
+    chosen = [s.name for s in select(stage_list, selected)]
     for t in targets:
         ws.config.target(t)  # unknown target: a user error before anything runs
     if revision is None:
@@ -629,11 +496,19 @@ def execute(ws: Workspace, state: State, series: SeriesConfig, *, targets: Seque
         latest = series.latest
         revision = max(known) if known else (latest.revision if latest else None)
     started = time.time()
+    if dry_run:
+        ctx = GateContext(ws=ws, state=state, series=series, revision=revision, run_id="dry-run",
+                          run_dir=out_dir or ws.runs_dir / "dry-run", settings=settings or
+                          ws.settings, dry_run=True, debug=debug)
+        run = run_gate(ctx, stage_list, targets, selected=selected, force=force,
+                       on_result=on_result)
+        run.missing = _missing(ws, state, series, targets)
+        return run
     run_id = state.start_run("gate", reproduce, None)
     run_dir = out_dir if out_dir is not None else ws.runs_dir / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = GateContext(ws=ws, state=state, series=series, revision=revision, run_id=run_id,
-                      run_dir=run_dir, dry_run=dry_run, debug=debug)
+                      run_dir=run_dir, settings=settings or ws.settings, debug=debug)
     vers = dict(versions) if versions is not None else tool_versions()
 
     def meta(run: GateRun | None) -> dict[str, Any]:
@@ -647,11 +522,9 @@ def execute(ws: Workspace, state: State, series: SeriesConfig, *, targets: Seque
                        on_result=on_result)
     finally:
         # also on an exception escaping (--debug): leave the end record behind
-        finished = time.time()
         write_records(run_dir, results_doc(ctx, run, targets=targets, stages=chosen,
                                            reproduce=reproduce, started=started,
-                                           finished=finished))
+                                           finished=time.time()))
         atomic_write_json(run_dir / "metadata.json", meta(run))
-        state.finish_run(run_id, "interrupted" if run.interrupted
-                         else _verdict_status(run.exit_code))
+        state.finish_run(run_id, verdict_status(run.exit_code, run.interrupted))
     return run

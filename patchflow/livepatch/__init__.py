@@ -10,17 +10,11 @@ Modules (each owns one noun):
 * :mod:`~patchflow.livepatch.generate` - the native generator (patch + built tree -> .ko);
 * :mod:`~patchflow.livepatch.backends` - kpatch-build / klp-build / native choice;
 * :mod:`~patchflow.livepatch.verify` - load, effect, stress and rollback in QEMU;
-* :mod:`~patchflow.livepatch.bundle` - rollout bundles and their check.
+* :mod:`~patchflow.livepatch.bundle` - rollout bundles and their check;
+* :mod:`~patchflow.livepatch.results` - the typed details the stages hand on;
+* :mod:`~patchflow.livepatch.stage` - the build and verify stages for a target.
 
 The core takes paths (source tree, build dir, vmlinux, patch text) and knows
-nothing of series or targets; ``patchflow/cli/livepatch.py`` does that glue.
+nothing of series or targets; :mod:`~patchflow.livepatch.stage` is that glue,
+called by ``patchflow livepatch`` and the gate alike.
 """
-
-from patchflow.livepatch.backends import Choice, choose
-from patchflow.livepatch.bundle import build_bundle, check_bundle
-from patchflow.livepatch.generate import Analysis, KernelTree, analyze, generate
-from patchflow.livepatch.safety import Finding
-from patchflow.livepatch.verify import VerifySpec, verify
-
-__all__ = ["Analysis", "Choice", "Finding", "KernelTree", "VerifySpec", "analyze", "build_bundle",
-           "check_bundle", "choose", "generate", "verify"]

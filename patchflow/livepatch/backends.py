@@ -11,6 +11,7 @@ tool can be installed here, so tests drive them with fake executables.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from patchflow.errors import UserError
+from patchflow.livepatch.results import LivepatchBuildDetails, ReplacedFunction
 from patchflow.result import StageResult, Status, measure
 from patchflow.runner import run
 
@@ -130,13 +132,14 @@ def build_external(backend: str, argv: list[str], *, cwd: Path, module: Path,
     with measure() as sw:
         res = run(argv, cwd=cwd, timeout=timeout, log=log, check=False)
     report = parse(res.stdout + "\n" + res.stderr)
-    details = {"backend": backend, "argv": argv, "errors": report.errors,
-               "changed_functions": report.changed, "unsupported": report.unsupported}
+    details = LivepatchBuildDetails(
+        backend=backend, errors=tuple(report.errors), unsupported=tuple(report.unsupported),
+        functions=tuple(ReplacedFunction(f, "", 0, "") for f in report.changed))
     if res.returncode != 0 or not module.is_file():
         why = "; ".join(report.unsupported + report.errors) or f"exit code {res.returncode}"
         return StageResult("livepatch-build", Status.FAIL, f"{backend} failed: {why}",
-                           sw.elapsed, details=details, log=res.tail)
-    details["module"] = str(module)
+                           sw.elapsed, details=details, log=str(log) if log else None)
     return StageResult("livepatch-build", Status.PASS,
                        f"{backend} built {module.name}: {', '.join(report.changed) or '?'}",
-                       sw.elapsed, details=details)
+                       sw.elapsed, details=dataclasses.replace(details, module=str(module)),
+                       log=str(log) if log else None)

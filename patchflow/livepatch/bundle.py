@@ -22,12 +22,13 @@ import re
 import struct
 import tarfile
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from patchflow.errors import NotFound, UserError
 from patchflow.livepatch.elf import ElfError, ElfObject
-from patchflow.result import StageResult, Status, measure
+from patchflow.result import Details, StageResult, Status, measure
 from patchflow.runner import run
 
 SIG_MAGIC = b"~Module signature appended~\n"
@@ -35,6 +36,18 @@ SIG_MAGIC = b"~Module signature appended~\n"
 _MODSIG = struct.Struct(">BBBBB3sI")
 PKEY_ID_PKCS7 = 2
 FORMAT = 1
+
+
+@dataclass(frozen=True)
+class BundleCheckDetails(Details):
+    """What ``patchflow livepatch check`` found: every problem, and what was verified."""
+
+    kind: ClassVar[str] = "livepatch-check"
+    bundle: str
+    name: str
+    problems: tuple[str, ...]
+    notes: tuple[str, ...]
+    manifest: str  # the bundle's manifest.json as it was read
 
 
 def sha256(data: bytes) -> str:
@@ -98,9 +111,9 @@ def running_kernel() -> tuple[str, str | None]:
 
 
 def render(template: str, **ctx: Any) -> str:
-    from patchflow.livepatch.generate import render as _render
+    from patchflow.templates import render as _render
 
-    return _render(template, **ctx)
+    return _render("livepatch", template, **ctx)
 
 
 def build_bundle(ko: Path, manifest: dict[str, Any], out: Path, *, transition_timeout: int = 60) -> Path:
@@ -142,6 +155,61 @@ def build_bundle(ko: Path, manifest: dict[str, Any], out: Path, *, transition_ti
             tar.addfile(ti, io.BytesIO(content))
     os.replace(tmp, out)
     return out
+
+
+def bundle_from_build(build_json: Path, output: Path, *, cache: Path,
+                      verify_json: Path | None = None, sign_key: Path | None = None,
+                      sign_cert: Path | None = None, revision: int | None = None,
+                      message_id: str = "", series_msgids: dict[int, str] | None = None
+                      ) -> Path:
+    """A rollout bundle from what ``patchflow livepatch build`` recorded in *build_json*.
+
+    The module is copied (and signed with *sign_key*/*sign_cert* through the
+    kernel's own ``scripts/sign-file``), the manifest gets the kernel's
+    identity from the base vmlinux, the toolchain and the verification result.
+    """
+    import shutil
+
+    from patchflow.livepatch.generate import BuiltTree, tool_versions
+    from patchflow.livepatch.results import LivepatchBuildDetails
+
+    try:
+        res = StageResult.from_json(json.loads(build_json.read_text()), str(build_json))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{build_json}: not a live-patch build record ({exc})") from None
+    d = res.detail(LivepatchBuildDetails)
+    if d is None or res.status not in (Status.PASS, Status.WARN) or not d.module:
+        raise UserError(f"{build_json}: the build did not pass ({res.summary})")
+    if bool(sign_key) != bool(sign_cert):
+        raise UserError("--sign-key and --sign-cert go together")
+    tree = BuiltTree(Path(d.source), Path(d.build_dir), Path(d.vmlinux) if d.vmlinux else None)
+    ko_src = Path(d.module)
+    stage = output.with_suffix(".staging")
+    stage.mkdir(parents=True, exist_ok=True)
+    try:
+        ko = stage / ko_src.name
+        shutil.copy2(ko_src, ko)
+        if sign_key and sign_cert:
+            tool = ensure_sign_file(tree.source, tree.build, cache / "tools")
+            sign_module(ko, sign_file=tool, key=sign_key, cert=sign_cert)
+        vpath = verify_json or ko_src.with_suffix(".verify.json")
+        verification = json.loads(vpath.read_text()) if vpath.is_file() else {"status": "not run"}
+        msgids = series_msgids or {}
+        if revision is None and msgids:
+            revision = max(msgids)
+        manifest = {
+            "series": d.series, "version": revision,
+            "message_id": message_id or (msgids.get(revision, "") if revision else ""),
+            "patch_sha256": d.patch_sha256, "kernel_release": tree.release() or d.release,
+            "build_id": vmlinux_build_id(tree.vmlinux),
+            "functions": [{"name": f.name, "file": f.file, "sympos": f.sympos}
+                          for f in d.functions],
+            "backend": d.backend, "toolchain": tool_versions(tree),
+            "verification": verification,
+        }
+        return build_bundle(ko, manifest, output)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def sign_module(ko: Path, *, sign_file: Path, key: Path, cert: Path, log: Path | None = None) -> None:
@@ -261,8 +329,9 @@ def check_bundle(path: Path, *, kernel_release: str | None = None, build_id: str
                 problems.append(f"signature check failed: {msg}")
         elif manifest.get("signed"):
             notes.append("signed, but no --cert given to verify the signature")
-    details = {"bundle": str(path), "name": top, "problems": problems, "notes": notes,
-               "manifest": manifest}
+    details = BundleCheckDetails(str(path), top, tuple(problems), tuple(notes),
+                                 json.dumps(manifest, sort_keys=True) if isinstance(
+                                     manifest, dict) else "")
     if problems:
         return StageResult("livepatch-check", Status.FAIL,
                            f"refused {path.name}: " + "; ".join(problems), sw.elapsed,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from patchflow.livepatch.elf import (
     SHN_ABS,
@@ -28,6 +29,9 @@ from patchflow.livepatch.elf import (
     ElfObject,
     function_bytes,
 )
+
+if TYPE_CHECKING:
+    from patchflow.livepatch.results import DiffSummary
 
 SHF_MERGE = 0x10
 SHF_STRINGS = 0x20
@@ -69,14 +73,12 @@ class ObjectDiff:
     before: dict[str, SymbolInfo] = field(default_factory=dict)
     after: dict[str, SymbolInfo] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, list[str]]:
-        return {
-            "changed_functions": self.changed_functions,
-            "new_functions": self.new_functions,
-            "removed_functions": self.removed_functions,
-            "changed_data": self.changed_data,
-            "new_data": self.new_data,
-        }
+    def summary(self) -> DiffSummary:
+        from patchflow.livepatch.results import DiffSummary
+
+        return DiffSummary(tuple(self.changed_functions), tuple(self.new_functions),
+                           tuple(self.removed_functions), tuple(self.changed_data),
+                           tuple(self.new_data))
 
 
 def _string_at(obj: ElfObject, shndx: int, offset: int) -> str | None:

@@ -19,6 +19,7 @@ Steps (each a pure function or a single :func:`patchflow.runner.run` call):
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import shutil
@@ -27,30 +28,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from patchflow import templates
 from patchflow.errors import NotFound, UserError
 from patchflow.livepatch.diff import ObjectDiff, compare
 from patchflow.livepatch.elf import ElfObject
 from patchflow.livepatch.extract import Extracted, extract, klp_convert
 from patchflow.livepatch.kallsyms import VmlinuxSymbols, read_symvers
-from patchflow.livepatch.safety import Finding, analyze_diff, analyze_objects
+from patchflow.livepatch.results import AnalysisRecord, LivepatchBuildDetails, ReplacedFunction
+from patchflow.livepatch.safety import SafetyFinding, analyze_diff, analyze_objects
 from patchflow.result import StageResult, Status, measure
 from patchflow.runner import run
 
 EXTRA_CFLAGS = ["-ffunction-sections", "-fdata-sections"]
 OBJECT = "klp_patched.o"
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "livepatch"
 
 
 @dataclass(frozen=True)
-class KernelTree:
-    """A configured and built kernel: its source tree and its O= build dir."""
+class BuiltTree:
+    """A configured and built kernel: its source tree and its O= build dir.
+
+    ``vmlinux_path`` names the vmlinux to read symbols and the build-id from
+    when it is not the build dir's own: the O= dir is shared by both variants
+    and holds the *patched* vmlinux after a patched build, so the gate points
+    at the kept base artefacts (:func:`patchflow.livepatch.stage.base_tree`).
+    """
 
     source: Path
     build: Path
+    vmlinux_path: Path | None = None
 
     @property
     def vmlinux(self) -> Path:
-        return self.build / "vmlinux"
+        return self.vmlinux_path or self.build / "vmlinux"
 
     @property
     def symvers(self) -> Path:
@@ -67,17 +76,16 @@ class Analysis:
 
     files: list[str]
     diffs: dict[str, ObjectDiff] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[SafetyFinding] = field(default_factory=list)
     objects: dict[str, tuple[Path, Path]] = field(default_factory=dict)
 
     @property
     def changed_functions(self) -> list[str]:
         return sorted({f for d in self.diffs.values() for f in d.changed_functions})
 
-    def to_json(self) -> dict[str, Any]:
-        return {"files": self.files,
-                "objects": {k: v.to_json() for k, v in self.diffs.items()},
-                "findings": [f.to_json() for f in self.findings]}
+    def record(self) -> AnalysisRecord:
+        return AnalysisRecord(tuple(self.files), {k: v.summary() for k, v in self.diffs.items()},
+                              tuple(self.findings))
 
 
 def module_name(text: str) -> str:
@@ -166,7 +174,7 @@ def compile_argv(base: list[str], *, source: Path, overlay: Path | None, src_fil
     return [*argv, *EXTRA_CFLAGS, "-o", str(out), str(src_file)]
 
 
-def analyze(patch_text: str, tree: KernelTree, workdir: Path, *, log: Path | None = None) -> Analysis:
+def analyze(patch_text: str, tree: BuiltTree, workdir: Path, *, log: Path | None = None) -> Analysis:
     """Compile each changed .c before and after; diff per function; collect findings."""
     overlay = workdir / "after"
     if overlay.exists():
@@ -200,27 +208,10 @@ def analyze(patch_text: str, tree: KernelTree, workdir: Path, *, log: Path | Non
 
 
 def render(template: str, **ctx: Any) -> str:
-    import jinja2
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             trim_blocks=True, lstrip_blocks=True)
-    return env.get_template(template).render(**ctx)
+    return templates.render("livepatch", template, **ctx)
 
 
-@dataclass(frozen=True)
-class ReplacedFunction:
-    name: str
-    file: str
-    sympos: int
-    new_symbol: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "file": self.file, "sympos": self.sympos,
-                "new_symbol": self.new_symbol}
-
-
-def generate(patch_text: str, tree: KernelTree, workdir: Path, *, name: str, series: str = "",
+def generate(patch_text: str, tree: BuiltTree, workdir: Path, *, name: str, series: str = "",
              force: bool = False, log: Path | None = None, jobs: int = 2) -> StageResult:
     """Build a livepatch module for *patch_text* against *tree* into *workdir*.
 
@@ -231,7 +222,8 @@ def generate(patch_text: str, tree: KernelTree, workdir: Path, *, name: str, ser
     with measure() as sw:
         workdir.mkdir(parents=True, exist_ok=True)
         an = analyze(patch_text, tree, workdir, log=log)
-        details: dict[str, Any] = {"backend": "native", "analysis": an.to_json()}
+        details = LivepatchBuildDetails(backend="native", analysis=an.record(),
+                                        release=tree.release())
         if an.findings and not force:
             return StageResult("livepatch-build", Status.FAIL,
                                f"refused: {len(an.findings)} unsafe change(s): "
@@ -280,28 +272,26 @@ def generate(patch_text: str, tree: KernelTree, workdir: Path, *, name: str, ser
                   env={"KBUILD_MODPOST_WARN": "1"}, timeout=900, log=log, check=False)
         ko = moddir / f"{name}.ko"
         if not res.ok or not ko.is_file():
-            return StageResult("livepatch-build", Status.FAIL, "kbuild failed to build the module",
-                               sw.elapsed, details=details, log=res.tail)
+            return StageResult("livepatch-build", Status.FAIL,
+                               "kbuild failed to build the module: "
+                               + (res.tail.strip().splitlines() or ["no output"])[-1],
+                               sw.elapsed, details=details, log=str(log) if log else None)
         kobj = ElfObject.read(ko)
         klp_syms = klp_convert(kobj)
         kobj.write(ko)
-        details.update({
-            "module": str(ko),
-            "name": name,
-            "functions": [f.to_json() for f in funcs],
-            "copied": sorted({c for p in pieces for c in p.copied}),
-            "klp_symbols": klp_syms,
-            "exported_refs": sorted({r for p in pieces for r in p.plain_refs}),
-            "release": tree.release(),
-            "forced_findings": [f.to_json() for f in an.findings] if force else [],
-        })
+        details = dataclasses.replace(
+            details, module=str(ko), name=name, functions=tuple(funcs),
+            copied=tuple(sorted({c for p in pieces for c in p.copied})),
+            klp_symbols=tuple(klp_syms),
+            exported_refs=tuple(sorted({r for p in pieces for r in p.plain_refs})),
+            forced_findings=tuple(an.findings) if force else ())
     status = Status.WARN if (force and an.findings) else Status.PASS
     return StageResult("livepatch-build", status,
                        f"built {ko.name}: replaces {', '.join(f.name for f in funcs)} "
                        f"({len(klp_syms)} klp symbol(s))", sw.elapsed, details=details)
 
 
-def tool_versions(tree: KernelTree) -> dict[str, str]:
+def tool_versions(tree: BuiltTree) -> dict[str, str]:
     """Compiler and kernel versions recorded in the manifest."""
     out: dict[str, str] = {}
     cfg = tree.build / ".config"

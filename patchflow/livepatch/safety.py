@@ -48,7 +48,9 @@ _NOCODE = re.compile(r"^\s*(?:$|/\*|\*|//)")
 
 
 @dataclass(frozen=True)
-class Finding:
+class SafetyFinding:
+    """A change a live patch cannot carry: where, and why."""
+
     kind: str
     file: str
     symbol: str
@@ -57,13 +59,10 @@ class Finding:
     def __str__(self) -> str:
         return f"{self.file}: {self.symbol}: {self.reason}"
 
-    def to_json(self) -> dict[str, str]:
-        return {"kind": self.kind, "file": self.file, "symbol": self.symbol,
-                "reason": self.reason}
 
 
-def finding(kind: str, file: str, symbol: str, extra: str = "") -> Finding:
-    return Finding(kind, file, symbol, REASONS[kind] + (f" ({extra})" if extra else ""))
+def finding(kind: str, file: str, symbol: str, extra: str = "") -> SafetyFinding:
+    return SafetyFinding(kind, file, symbol, REASONS[kind] + (f" ({extra})" if extra else ""))
 
 
 # ---- diff level ----------------------------------------------------------------------
@@ -104,7 +103,7 @@ def _changed_positions(hunk: object) -> list[tuple[float, str]]:
     return pos
 
 
-def analyze_diff(patch_text: str, source_root: Path | None) -> list[Finding]:
+def analyze_diff(patch_text: str, source_root: Path | None) -> list[SafetyFinding]:
     """Struct-layout and header-inline findings from a unified diff.
 
     *source_root* is the unpatched tree; it gives the real extent of each
@@ -112,7 +111,7 @@ def analyze_diff(patch_text: str, source_root: Path | None) -> list[Finding]:
     """
     from unidiff.patch import PatchSet
 
-    out: list[Finding] = []
+    out: list[SafetyFinding] = []
     for pf in PatchSet(patch_text):
         path = pf.source_file[2:] if pf.source_file.startswith("a/") else pf.source_file
         if not path.endswith((".c", ".h")) or pf.is_added_file:
@@ -162,9 +161,9 @@ def has_ftrace_entry(obj: ElfObject, func: str) -> bool:
 
 
 def analyze_objects(file: str, before: ElfObject, after: ElfObject,
-                    d: ObjectDiff) -> list[Finding]:
+                    d: ObjectDiff) -> list[SafetyFinding]:
     """Object-level findings for one translation unit *file*."""
-    out: list[Finding] = []
+    out: list[SafetyFinding] = []
     for name in d.changed_data:
         info = d.after[name]
         if STATIC_LOCAL.match(info.name):
@@ -188,6 +187,6 @@ def analyze_objects(file: str, before: ElfObject, after: ElfObject,
     return out
 
 
-def summarize(findings: Iterable[Finding]) -> str:
+def summarize(findings: Iterable[SafetyFinding]) -> str:
     lines = [str(f) for f in findings]
     return "\n".join(lines) if lines else "no unsafe change found"

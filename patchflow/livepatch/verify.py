@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from patchflow.livepatch.results import Check, LivepatchVerifyDetails
 from patchflow.result import StageResult, Status
 
 GUEST_MODULE = "/lib/modules/livepatch.ko"
@@ -70,12 +70,16 @@ def tlb_shootdowns(interrupts: str) -> int | None:
     return None
 
 
+def _int(text: str) -> int | None:
+    return int(text) if text.strip().lstrip("-").isdigit() else None
+
+
 def judge(spec: VerifySpec, boot: StageResult, files: dict[str, bytes]) -> StageResult:
     """Every check of the verification, from the boot result and the guest's files."""
-    checks: list[dict[str, Any]] = []
+    checks: list[Check] = []
 
     def check(name: str, ok: bool, detail: str) -> None:
-        checks.append({"check": name, "ok": ok, "detail": detail})
+        checks.append(Check(name, ok, detail))
 
     check("console", boot.status is Status.PASS, boot.summary.splitlines()[0] if boot.summary else "")
     check("load", _txt(files, "load.rc") == "0", _txt(files, "load") or "insmod ok")
@@ -105,41 +109,61 @@ def judge(spec: VerifySpec, boot: StageResult, files: dict[str, bytes]) -> Stage
     check("unload", _txt(files, "rmmod.rc") == "0" and
           not any(line.split()[:1] == [spec.name] for line in _txt(files, "modules").splitlines()),
           _txt(files, "rmmod") or "module gone")
-    try:
-        taint = int(_txt(files, "tainted") or "0")
-    except ValueError:
-        taint = -1
-    check("taint", taint >= 0 and not taint & ~ALLOWED_TAINT,
-          f"tainted={taint} ({taint_letters(taint) if taint >= 0 else '?'})")
-    tlb = {k: tlb_shootdowns(_txt(files, f"interrupts-{k}")) for k in ("before", "after")}
-    details = {"checks": checks, "tlb_shootdowns": tlb, "boot": boot.to_json(),
-               "effect": {"before": before, "after": after, "rollback": rollback}}
-    failed = [c for c in checks if not c["ok"]]
+    taint = _int(_txt(files, "tainted") or "0")
+    check("taint", taint is not None and taint >= 0 and not taint & ~ALLOWED_TAINT,
+          f"tainted={taint} ({taint_letters(taint) if taint is not None and taint >= 0 else '?'})")
+    seconds = _txt(files, "transition-seconds")
+    details = LivepatchVerifyDetails(
+        module=spec.name, checks=tuple(checks), enabled=_txt(files, "enabled") == "1",
+        transition_s=float(seconds) if seconds.isdigit() else None,
+        blocking_tasks=tuple(line for line in blocked.splitlines() if line.strip()),
+        disable_s=float(d) if (d := _txt(files, "disable-seconds")).isdigit() else None,
+        tlb_shootdowns_before=tlb_shootdowns(_txt(files, "interrupts-before")),
+        tlb_shootdowns_after=tlb_shootdowns(_txt(files, "interrupts-after")),
+        effect_before=before, effect_after=after, effect_rollback=rollback, taint=taint,
+        console=boot.log or "")
+    failed = [c for c in checks if not c.ok]
     if boot.status is Status.ERROR and not files:
         return StageResult("livepatch-verify", Status.ERROR, boot.summary, boot.duration,
                            details=details, log=boot.log)
     if failed:
         return StageResult("livepatch-verify", Status.FAIL,
-                           "; ".join(f"{c['check']}: {c['detail']}" for c in failed),
+                           "; ".join(f"{c.check}: {c.detail}" for c in failed),
                            boot.duration, details=details, log=boot.log)
     return StageResult("livepatch-verify", Status.PASS,
                        f"loaded, enabled, took effect and rolled back cleanly "
                        f"({len(checks)} checks)", boot.duration, details=details, log=boot.log)
 
 
+def keep_guest_files(files: dict[str, bytes], dest: Path) -> None:
+    """What the guest handed back, next to the console log, for a later look (or a fixture).
+
+    The names come from the guest, which runs the code under test: only names
+    the console scanner accepted (one plain path component) get here, and each
+    is checked again so that nothing is written outside *dest*
+    (tests/unit/test_livepatch_verify.py::test_guest_names_stay_inside).
+    """
+    from patchflow.boot.console import RESULT_NAME_RE
+
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    for fname, data in files.items():
+        path = (dest / fname).resolve()
+        if not RESULT_NAME_RE.match(fname) or path.parent != root:
+            continue
+        path.write_bytes(data)
+
+
 def verify(module: Path, bzimage: Path, spec: VerifySpec, *, cache: Path, log: Path,
            accel: str = "tcg", boot_timeout: float = 600.0) -> StageResult:
     """Boot the unpatched *bzimage* with *module* and run every check."""
     from patchflow.boot import qemu
+    from patchflow.boot.initramfs import GuestSpec, initramfs
 
-    guest = qemu.GuestSpec(snippets=(("livepatch", snippet(spec)),),
-                           files=((module, GUEST_MODULE),), stress_ng=spec.stress_seconds > 0)
-    initrd = qemu.initramfs(cache, guest)
+    guest = GuestSpec(snippets=(("livepatch", snippet(spec)),),
+                      files=((module, GUEST_MODULE),), stress_ng=spec.stress_seconds > 0)
+    initrd = initramfs(cache, guest)
     run = qemu.boot(bzimage, initrd, log=log, accel=accel, timeout=boot_timeout,
                     stage="livepatch-verify")
-    # keep what the guest handed back next to the console log, for a later look (or a fixture)
-    keep = log.with_name(log.name + ".files")
-    keep.mkdir(parents=True, exist_ok=True)
-    for fname, data in run.files.items():
-        (keep / fname).write_bytes(data)
+    keep_guest_files(run.files, log.with_name(log.name + ".files"))
     return judge(spec, run.result, run.files)

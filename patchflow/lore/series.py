@@ -17,18 +17,18 @@ import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
-from patchflow import runner
+from patchflow import gitrepo, runner
 from patchflow.config import SeriesConfig, check_msgid
 from patchflow.demo.mirror import split_mbox
 from patchflow.errors import CommandTimeout, MirrorError, NotFound, SeriesError, UserError
-from patchflow.result import StageResult
+from patchflow.result import Progress
 from patchflow.state import PatchRow, State, VersionRow
 from patchflow.workspace import Workspace, atomic_write
 
@@ -110,17 +110,29 @@ class FetchedVersion:
     other_postings: list[VersionRow] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class PostingRef:
+    """One posting of a series version: what was stored or found unchanged."""
+
+    revision: int
+    msgid: str
+    subject: str = ""
+
+
 @dataclass
 class FetchReport:
     series: str
-    stored: list[VersionRow] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
+    stored: list[PostingRef] = field(default_factory=list)
+    unchanged: list[PostingRef] = field(default_factory=list)
     newer: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"series": self.series, "stored": [f"v{v.revision} {v.msgid}" for v in self.stored],
-                "unchanged": self.unchanged, "newer": self.newer, "notes": self.notes}
+        from patchflow import typed
+
+        return {"series": self.series, "stored": typed.dump(self.stored),
+                "unchanged": typed.dump(self.unchanged), "newer": self.newer,
+                "notes": self.notes}
 
 
 # --------------------------------------------------------------------------
@@ -229,8 +241,7 @@ def diff_files(diff: str, where: str) -> tuple[str, ...]:
     if not len(ps):
         raise SeriesError(f"{where}: corrupt diff: no file changes found")
     # unidiff skips what it cannot parse; git's own parser is the strict one
-    res = runner.run(["git", "apply", "--numstat", "-"], input=diff, check=False, timeout=60,
-                     cwd=tempfile.gettempdir())
+    res = gitrepo.numstat(diff)
     if res.returncode != 0:
         detail = (res.stderr.strip().splitlines() or ["git apply rejected it"])[0]
         raise SeriesError(f"{where}: corrupt diff: {detail.removeprefix('error: ')}")
@@ -239,8 +250,7 @@ def diff_files(diff: str, where: str) -> tuple[str, ...]:
 
 def patch_id(diff: str, where: str) -> str:
     """``git patch-id --stable`` of a diff (no repository needed)."""
-    res = runner.run(["git", "patch-id", "--stable"], input=diff, timeout=60)
-    out = res.stdout.split()
+    out = gitrepo.patch_id_of(diff).split()
     if not out:
         raise SeriesError(f"{where}: corrupt diff: git patch-id found no diff")
     return out[0]
@@ -359,14 +369,9 @@ def parse_am_mbox(mbx: bytes, cover: bytes | None, b4_output: str = "") -> Posti
 # fetching
 
 
-Progress = Callable[[str], None]
-
-
 def _mirror(ws: Workspace, override: str | None) -> str:
-    """--mirror, else $PATCHFLOW_MIRROR (the demo's local lore), else the workspace config."""
-    import os
-
-    return override or os.environ.get("PATCHFLOW_MIRROR") or ws.settings.lore.midmask or ""
+    """--mirror, else the workspace's lore.midmask ($PATCHFLOW_MIRROR overrides it)."""
+    return override or ws.settings.lore.midmask or ""
 
 
 def fetch_posting(ws: Workspace, msgid: str, *, revision: int | None = None,
@@ -474,8 +479,8 @@ def fetch(ws: Workspace, state: State, what: str, *, revision: int | None = None
             title = parse_subject(posting.subject)[3]
         title = title or parse_subject(posting.subject)[3]
         row, changed = _store(ws, state, report.series, title, posting, allow_partial)
-        (report.stored.append(row) if changed
-         else report.unchanged.append(f"v{row.revision} {row.msgid}"))
+        ref = PostingRef(row.revision, row.msgid, row.subject)
+        (report.stored if changed else report.unchanged).append(ref)
 
     if check_newer:
         newest = max(state.versions(report.series), key=lambda v: (v.revision, v.posted),
@@ -488,7 +493,7 @@ def fetch(ws: Workspace, state: State, what: str, *, revision: int | None = None
                 row, changed = _store(ws, state, report.series, title, posting, allow_partial)
                 report.newer.append(posting.revision)
                 if changed:
-                    report.stored.append(row)
+                    report.stored.append(PostingRef(row.revision, row.msgid, row.subject))
                 report.notes.append(f"newer revision found: v{posting.revision} "
                                     f"({posting.msgid}); add it to the series file")
             else:
@@ -658,41 +663,3 @@ def to_json(rows: Sequence[VersionRow], state: State) -> list[dict[str, Any]]:
                     "fetched": datetime.fromtimestamp(r.fetched, UTC).isoformat(),
                     "patches": [json.loads(json.dumps(p.__dict__)) for p in state.patches(r.id)]})
     return out
-
-
-def gate_check_newer(ws: Workspace, state: State, cfg: SeriesConfig, revision: int | None,
-                     target: object | None, *, log: Path, **_extra: Any) -> StageResult:
-    """Gate stage: fetch every known version, then ask the mirror for newer ones.
-
-    PASS when the gated revision is the newest; WARN when a newer revision
-    exists on the list (the gate still runs on what was asked for); ERROR
-    when the mirror cannot be reached or the series cannot be fetched.
-    """
-    from patchflow.errors import PatchflowError
-    from patchflow.result import Status, measure
-
-    with measure() as sw:
-        try:
-            report = fetch(ws, state, cfg.name, check_newer=True,
-                           progress=lambda m: _append(log, m))
-        except PatchflowError as exc:
-            _append(log, f"error: {exc}")
-            return StageResult("check-newer", Status.ERROR, str(exc), sw.elapsed)
-    revs = sorted({v.revision for v in state.versions(cfg.name)})
-    gated = revision if revision is not None else (revs[-1] if revs else None)
-    details = {**report.to_json(), "revisions": revs, "gated": gated}
-    for note in report.notes:
-        _append(log, note)
-    if report.newer or (gated is not None and revs and revs[-1] > gated):
-        return StageResult("check-newer", Status.WARN,
-                           f"v{revs[-1]} is newer than the gated v{gated}", sw.elapsed,
-                           details=details, log=str(log))
-    return StageResult("check-newer", Status.PASS,
-                       f"v{gated} is the newest revision ({len(revs)} known)", sw.elapsed,
-                       details=details, log=str(log))
-
-
-def _append(log: Path, line: str) -> None:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as fh:
-        fh.write(line.rstrip() + "\n")

@@ -15,7 +15,7 @@ Two providers fill a branch:
 
 :func:`prepare_tree` sets the branch to the newest requested release
 (``upto``), so "the branch moved" is reproduced by preparing the next release.
-Consumers should build from :attr:`KernelTree.head`, a fixed sha.
+Consumers should build from :attr:`TargetBranch.head`, a fixed sha.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import gzip
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -34,17 +34,12 @@ from pathlib import Path
 from patchflow import gitrepo, runner
 from patchflow.config import DebianSource, TargetConfig
 from patchflow.errors import NotFound, UserError, WorkspaceError
+from patchflow.result import Progress, quiet
 from patchflow.workspace import Workspace
-
-Progress = Callable[[str], None]
-
-
-def _quiet(_msg: str) -> None:
-    pass
 
 
 @dataclass(frozen=True)
-class KernelTree:
+class TargetBranch:
     """A prepared target branch."""
 
     target: str
@@ -268,10 +263,10 @@ def _prepare_git(t: TargetConfig, repo: Path, upto: str | None, progress: Progre
 
 
 def prepare_tree(ws: Workspace, target: TargetConfig | str, upto: str | None = None,
-                 progress: Progress | None = None, allow_rewrite: bool = False) -> KernelTree:
+                 progress: Progress | None = None, allow_rewrite: bool = False) -> TargetBranch:
     """Make the target's branch exist (fetch or import) and point at *upto* (default newest)."""
     t = _target(ws, target)
-    say = progress or _quiet
+    say = progress or quiet
     with repo_lock(ws) as repo:
         gitrepo.worktree_prune(repo)
         if t.provider == "debian":
@@ -279,7 +274,7 @@ def prepare_tree(ws: Workspace, target: TargetConfig | str, upto: str | None = N
         else:
             sha, ver = _prepare_git(t, repo, upto, say, allow_rewrite)
         gitrepo.update_ref(repo, f"refs/heads/{t.git.branch}", sha)
-    return KernelTree(t.name, repo, t.git.branch, sha, ver)
+    return TargetBranch(t.name, repo, t.git.branch, sha, ver)
 
 
 def ensure_release(ws: Workspace, version: str, progress: Progress | None = None) -> str | None:
@@ -299,12 +294,12 @@ def ensure_release(ws: Workspace, version: str, progress: Progress | None = None
             continue
         if any(f"v{upstream_version(r)}" == tag for r in t.debian.releases):
             with repo_lock(ws) as locked:
-                sha, _ver = _prepare_debian(ws, t, locked, tag[1:], progress or _quiet)
+                sha, _ver = _prepare_debian(ws, t, locked, tag[1:], progress or quiet)
             return sha
     return None
 
 
-def open_tree(ws: Workspace, target: TargetConfig | str) -> KernelTree:
+def open_tree(ws: Workspace, target: TargetConfig | str) -> TargetBranch:
     """The already prepared tree of *target*; NotFound if it was never prepared."""
     t = _target(ws, target)
     repo = repo_path(ws)
@@ -314,11 +309,11 @@ def open_tree(ws: Workspace, target: TargetConfig | str) -> KernelTree:
         raise NotFound(f"target {t.name}: branch {t.git.branch} is not prepared; run "
                        f"`patchflow tree prepare {t.name}`")
     text = gitrepo.show_file(repo, sha, "Makefile") or ""
-    return KernelTree(t.name, repo, t.git.branch, sha, makefile_version(text) if text else "")
+    return TargetBranch(t.name, repo, t.git.branch, sha, makefile_version(text) if text else "")
 
 
-def list_trees(ws: Workspace) -> list[tuple[TargetConfig, KernelTree | None]]:
-    rows: list[tuple[TargetConfig, KernelTree | None]] = []
+def list_trees(ws: Workspace) -> list[tuple[TargetConfig, TargetBranch | None]]:
+    rows: list[tuple[TargetConfig, TargetBranch | None]] = []
     for t in ws.config.all_targets():
         try:
             rows.append((t, open_tree(ws, t)))
@@ -327,7 +322,7 @@ def list_trees(ws: Workspace) -> list[tuple[TargetConfig, KernelTree | None]]:
     return rows
 
 
-def release_tags(tree: KernelTree) -> list[str]:
+def release_tags(tree: TargetBranch) -> list[str]:
     """Tags reachable from the branch head, oldest first."""
     text = gitrepo.out(tree.repo, "tag", "--merged", tree.head, "--sort=creatordate", "v*",
                        git_dir=True)

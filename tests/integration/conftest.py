@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from patchflow import pipeline
 from patchflow.errors import NotFound
-from patchflow.kernel import build as kbuild
-from patchflow.livepatch.generate import KernelTree
+from patchflow.kernel.artefacts import locate, target_lock
+from patchflow.kernel.stage import build_from_git
+from patchflow.livepatch.generate import BuiltTree
+from patchflow.livepatch.stage import base_tree
 from patchflow.workspace import Workspace
 
 from ..conftest import REAL_CACHE, REPO_ROOT
@@ -28,7 +29,7 @@ TARGET_612 = "linux-6.12.y"
 class BuiltKernel:
     """A base kernel build: its livepatch view (base sources, O= dir, base vmlinux) and bzImage."""
 
-    tree: KernelTree
+    tree: BuiltTree
     bzimage: Path
 
 
@@ -37,12 +38,12 @@ def base_612(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltKernel]:
     """The base build of linux-6.12.y (MODULES, LIVEPATCH, FTRACE, ORC), built if missing."""
     ws = Workspace.open(tmp_path_factory.mktemp("base-612") / "ws", REPO_ROOT, cache=REAL_CACHE)
     tcfg = ws.config.target(TARGET_612)
-    with kbuild.target_lock(ws.cache, tcfg.name):
+    with target_lock(ws.cache, tcfg.name):
         try:
-            kbuild.locate(ws.cache, tcfg.name, "base")
+            locate(ws.cache, tcfg.name, "base")
         except NotFound:
-            [res] = pipeline.build_from_git(ws, tcfg, "batch-tlb-flush-demo", "base", jobs=None,
-                                            log_dir=ws.root / "logs", progress=lambda _m: None)
+            [res] = build_from_git(ws, tcfg, None, "base", jobs=None, log_dir=ws.root / "logs",
+                                   progress=lambda _m: None)
             assert res.status.value in ("pass", "warn"), res.summary
-        tree = pipeline.base_tree(ws, tcfg)
-    yield BuiltKernel(tree, kbuild.locate(ws.cache, tcfg.name, "base").bzimage)
+        tree = base_tree(ws, tcfg.name)
+    yield BuiltKernel(tree, locate(ws.cache, tcfg.name, "base").bzimage)

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from patchflow.backport import engine as bp
+from patchflow.backport import check as bpc
+from patchflow.backport import patches as bpp
+from patchflow.backport import queue as bpq
+from patchflow.backport import stage as bpst
 from patchflow.state import State
 from patchflow.trees.repo import ensure_release, prepare_tree
 from patchflow.workspace import Workspace
@@ -70,27 +73,32 @@ def test_backport_conflict_continue_store_and_rebase(tmp_path: Path) -> None:
     tree = prepare_tree(ws, "linux-6.1.y", upto="6.1.190")
     assert tree.release == "6.1.190"
     forget_our_resolutions(tree.repo)
-    patches = bp.load_patches(tree.repo, fetched.mbox_path, tmp_path / "pre")
-    assert bp.ensure_preimages(tree.repo, patches) == {}
+    patches = bpp.load_patches(tree.repo, fetched.mbox_path, tmp_path / "pre")
+    assert bpc.ensure_preimages(tree.repo, patches) == {}
 
-    r = bp.backport_version(ws, state, fetched, "linux-6.1.y")
+    r = bpst.backport_version(ws, state, fetched, "linux-6.1.y")
     assert r.status.value == "fail"
     # the target's line: where the hunk's change goes in 6.1.190's mm/vmscan.c
     assert r.summary == ("conflict in patch 1 (mm/vmscan: assert the folio lock in "
-                         "shrink_folio_list()): mm/vmscan.c:1672:shrink_folio_list()")
+                         "shrink_folio_list()): mm/vmscan.c:1672:shrink_folio_list() (target "
+                         "line numbers)")
     # --check says the same as the real run
-    check = bp.check_series(tree.repo, tree.head, patches)
+    check = bpc.check_series(tree.repo, tree.head, patches)
     assert [str(x) for x in check[0].spots] == ["mm/vmscan.c:1672:shrink_folio_list()"]
-    wt = Path(r.details["worktree"])
+    d = r.detail(bpst.BackportDetails)
+    assert d is not None
+    wt = Path(d.worktree)
     resolve(wt / "mm/vmscan.c")
-    r = bp.continue_backport(ws, state, "vmscan-demo", "linux-6.1.y",
+    r = bpst.continue_backport(ws, state, "vmscan-demo", "linux-6.1.y",
                              "6.1 has no hwpoison block; assert before VM_BUG_ON_FOLIO")
     assert r.status.value == "warn", r.summary
-    outcomes = [p["outcome"] for p in r.details["patches"]]
+    d = r.detail(bpst.BackportDetails)
+    assert d is not None
+    outcomes = [p.outcome.value for p in d.patches]
     assert outcomes == ["resolved", "offset", "3way"]
-    assert r.details["patches"][1]["offsets"] == ["mm/vmscan.c:1626 (+591 lines) may_enter_fs()"]
+    assert d.patches[1].offsets == ["mm/vmscan.c:1626 (+591 lines) may_enter_fs()"]
 
-    queue = bp.queue_dir(cfg, "vmscan-demo", "linux-6.1.y")
+    queue = bpq.queue_dir(cfg, "vmscan-demo", "linux-6.1.y")
     names = (queue / "series").read_text().split()
     assert len(names) == 3
     first = (queue / names[0]).read_text()
@@ -101,19 +109,22 @@ def test_backport_conflict_continue_store_and_rebase(tmp_path: Path) -> None:
     assert "[ patchflow: 3-way merged" in (queue / names[2]).read_text()
     manifest = json.loads((queue / "manifest.json").read_text())
     assert manifest["base"] == tree.head and manifest["revision"] == 1
-    assert bp.status_matrix(state, "vmscan-demo")[0]["state"] == "done"
+    assert bpst.status_matrix(state, "vmscan-demo")[0].state == "done"
 
     # the branch moves to the next stable release
     moved = prepare_tree(ws, "linux-6.1.y", upto="6.1.192")
     assert moved.release == "6.1.192" and moved.head != tree.head
-    again = bp.backport_version(ws, state, fetched, "linux-6.1.y")
+    again = bpst.backport_version(ws, state, fetched, "linux-6.1.y")
     if again.status.value == "fail":  # mm/vmscan.c moved under the stored queue
-        assert again.details["stale"] and "patchflow rebase" in again.summary
-    r = bp.backport_version(ws, state, fetched, "linux-6.1.y", rebase=True)
+        stale = again.detail(bpst.BackportDetails)
+        assert stale is not None and stale.stale and "patchflow rebase" in again.summary
+    r = bpst.backport_version(ws, state, fetched, "linux-6.1.y", rebase=True)
     assert r.status.value in ("pass", "warn"), r.summary
-    assert r.details["base"] == moved.head
-    assert "mm/vmscan: assert the folio lock" in r.details["rebase"]["range_diff"]
-    assert r.details["rebase"]["new_conflicts"] == []
-    text = (Path(r.details["worktree"]) / "mm/vmscan.c").read_text()
+    d = r.detail(bpst.BackportDetails)
+    assert d is not None and d.rebase is not None
+    assert d.base == moved.head
+    assert "mm/vmscan: assert the folio lock" in d.rebase.range_diff
+    assert d.rebase.new_conflicts == ()
+    text = (Path(d.worktree) / "mm/vmscan.c").read_text()
     assert ASSERT + "\n\t\tVM_BUG_ON_FOLIO(folio_test_active(folio), folio);" in text
     assert "<<<<<<<" not in text

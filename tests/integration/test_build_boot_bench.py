@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from patchflow.bench import ab as bench
+from patchflow.bench.metrics import METRICS
 from patchflow.cli import main
-from patchflow.cli.build import source_tree
-from patchflow.kernel import build as kbuild
+from patchflow.kernel.artefacts import locate
+from patchflow.kernel.stage import source_tree
 from patchflow.workspace import Workspace
 
 from ..conftest import REAL_CACHE, REPO_ROOT
@@ -48,7 +48,7 @@ def _small_vmscan_change(src: Path, out: Path) -> Path:
 
 def test_build_boot_and_ab_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ws = Workspace.open()
-    src = source_tree(ws, ws.config.target(TARGET)).path
+    src, _release = source_tree(ws, ws.config.target(TARGET), lambda _m: None)
     mbox = DEMO if DEMO.exists() else _small_vmscan_change(src, tmp_path / "ab.patch")
     vmscan_before = (src / "mm" / "vmscan.c").read_bytes()
 
@@ -56,15 +56,15 @@ def test_build_boot_and_ab_bench(tmp_path: Path, capsys: pytest.CaptureFixture[s
     rc = _cli("build", "batch-tlb-flush", "--target", TARGET, "--mbox", str(mbox),
               "--format", "json")
     out = capsys.readouterr().out
-    results = json.loads(out[out.index("["):])
+    results = json.loads(out[out.index("{"):])["results"]
     assert rc == 0, out
     assert [r["stage"] for r in results] == ["build-base", "build-patched"]
     for r in results:
         assert r["status"] in ("pass", "warn"), r["summary"]
         assert r["details"]["config"]["dropped"] == [] and r["details"]["config"]["unknown"] == []
-    assert "new_warnings" in results[1]["details"]
+    assert results[1]["details"]["new_warnings"] is not None  # compared with the base build
     assert (src / "mm" / "vmscan.c").read_bytes() == vmscan_before  # the tree was restored
-    base, patched = (kbuild.locate(REAL_CACHE, TARGET, v) for v in ("base", "patched"))
+    base, patched = (locate(REAL_CACHE, TARGET, v) for v in ("base", "patched"))
     assert base.bzimage.read_bytes() != patched.bzimage.read_bytes()
     for art in (base, patched):
         assert art.vmlinux.exists() and art.system_map.exists() and art.config.exists()
@@ -75,7 +75,7 @@ def test_build_boot_and_ab_bench(tmp_path: Path, capsys: pytest.CaptureFixture[s
     # boot + smoke: memcg and zram really work in this config, and reclaim happened
     rc = _cli("boot", "--target", TARGET, "--variant", "base", "--format", "json")
     out = capsys.readouterr().out
-    boot = json.loads(out[out.index("["):])[0]
+    boot = json.loads(out[out.index("{"):])["results"][0]
     assert rc == 0, boot["summary"]
     assert "memcg ok, zram ok" in boot["summary"]
     assert boot["details"]["metrics"]["pgscan"] > 0
@@ -86,15 +86,16 @@ def test_build_boot_and_ab_bench(tmp_path: Path, capsys: pytest.CaptureFixture[s
               "--reps", "2", "--format", "json")
     out = capsys.readouterr().out
     report = json.loads(out[out.index("{"):])
-    assert report["result"]["status"] in ("pass", "warn", "fail"), report["result"]["summary"]
-    assert rc == {"pass": 0, "warn": 0, "fail": 1}[report["result"]["status"]]
-    assert [c["metric"] for c in report["comparisons"]] == list(bench.METRICS)
-    # 2 reps per variant can never be significant: the verdict must say so
+    assert report["schema"] == "patchflow.bench/1"
+    # 2 reps per variant can never be significant: the verdict must say so, and pass
+    assert report["status"] == "pass" and rc == 0, report["summary"]
+    d = report["details"]
+    assert [c["metric"] for c in d["comparisons"]] == list(METRICS)
     assert all(c["verdict"] in ("no significant difference", "not judged")
-               for c in report["comparisons"])
-    assert "smallest possible p" in report["result"]["summary"]
-    assert [(r["variant"], r["rep"]) for r in report["reps"]] == [
+               for c in d["comparisons"])
+    assert "smallest possible p" in report["summary"]
+    assert [(r["variant"], r["rep"]) for r in d["reps"]] == [
         ("base", 0), ("patched", 0), ("patched", 1), ("base", 1)]
     with sqlite3.connect(ws.db_path) as db:
         n = db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
-    assert n == 4 * len(bench.METRICS)
+    assert n == 4 * len(METRICS)

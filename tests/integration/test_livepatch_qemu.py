@@ -24,7 +24,8 @@ from patchflow.livepatch.bundle import (
     vmlinux_build_id,
 )
 from patchflow.livepatch.elf import SHN_LIVEPATCH, ElfObject
-from patchflow.livepatch.generate import KernelTree, analyze, generate
+from patchflow.livepatch.generate import BuiltTree, analyze, generate
+from patchflow.livepatch.results import LivepatchBuildDetails
 from patchflow.livepatch.verify import VerifySpec, verify
 from patchflow.result import Status
 from patchflow.runner import run
@@ -40,7 +41,7 @@ def _cache() -> Path:
 
 
 @pytest.fixture(scope="module")
-def tree(base_612: BuiltKernel) -> tuple[KernelTree, Path]:
+def tree(base_612: BuiltKernel) -> tuple[BuiltTree, Path]:
     """The 6.12 base build (built by the session fixture when the cache has none)."""
     cfg = (base_612.tree.build / ".config").read_text()
     # without reliable stack traces (ORC) sleeping kthreads never switch and every
@@ -56,6 +57,10 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("livepatch")
 
 
+def _functions(d: LivepatchBuildDetails) -> list[dict[str, object]]:
+    return [{"name": f.name, "file": f.file, "sympos": f.sympos} for f in d.functions]
+
+
 CASES = {
     # a change with an effect visible from userspace, as in samples/livepatch/livepatch-sample.c;
     # reads saved_command_line (global, not exported) through a klp relocation
@@ -69,7 +74,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_generate_load_effect_rollback(tree: tuple[KernelTree, Path], workdir: Path,
+def test_generate_load_effect_rollback(tree: tuple[BuiltTree, Path], workdir: Path,
                                        case: str) -> None:
     kt, bzimage = tree
     effect_cmd, expect = CASES[case]
@@ -77,10 +82,12 @@ def test_generate_load_effect_rollback(tree: tuple[KernelTree, Path], workdir: P
     res = generate((DATA / "patches" / f"{case}.patch").read_text(), kt, workdir / case,
                    name=name, series=case)
     assert res.status is Status.PASS, f"{res.summary}\n{res.log}"
-    ko = Path(res.details["module"])
+    d = res.detail(LivepatchBuildDetails)
+    assert d is not None
+    ko = Path(d.module)
     obj = ElfObject.read(ko)
     klp = [s.name for s in obj.symbols if s.shndx == SHN_LIVEPATCH]
-    assert klp == sorted(res.details["klp_symbols"]) or sorted(klp) == res.details["klp_symbols"]
+    assert sorted(klp) == sorted(d.klp_symbols)
     if case == "filesystems":
         assert any("file_systems_lock" in s for s in klp)  # static data: never copied
         assert not any(s.name == "file_systems" and s.shndx not in (0, SHN_LIVEPATCH)
@@ -94,7 +101,7 @@ def test_generate_load_effect_rollback(tree: tuple[KernelTree, Path], workdir: P
 
 @pytest.mark.parametrize("where", ["workspace-in-a-git-work-tree", "workspace-in-the-kernel-tree"])
 def test_generated_from_the_patch_wherever_the_workspace_is(
-        tree: tuple[KernelTree, Path], tmp_path: Path, where: str) -> None:
+        tree: tuple[BuiltTree, Path], tmp_path: Path, where: str) -> None:
     """Issue 10: with the workspace inside a git work tree (the patchflow checkout,
     the user's kernel clone) `git apply` skipped the whole patch and exited 0, so
     "after" equalled "before" and the demo found nothing to live patch."""
@@ -109,13 +116,14 @@ def test_generated_from_the_patch_wherever_the_workspace_is(
     res = generate((DATA / "patches" / "cmdline.patch").read_text(), kt,
                    top / ".patchflow" / "livepatch" / "cmdline", name="lp_where", series="cmdline")
     assert res.status is Status.PASS, res.summary
-    assert [f["name"] for f in res.details["functions"]] == ["cmdline_proc_show"]
+    d = res.detail(LivepatchBuildDetails)
+    assert d is not None and [f.name for f in d.functions] == ["cmdline_proc_show"]
     if where == "workspace-in-the-kernel-tree":
         assert (top / "fs/proc/cmdline.c").read_bytes() == (kt.source / "fs/proc/cmdline.c"
                                                              ).read_bytes()
 
 
-def test_struct_layout_change_refused(tree: tuple[KernelTree, Path], workdir: Path) -> None:
+def test_struct_layout_change_refused(tree: tuple[BuiltTree, Path], workdir: Path) -> None:
     """The shape of the real v2's patch 1: a new field in struct reclaim_stat."""
     kt, _ = tree
     rel = "include/linux/vmstat.h"
@@ -132,12 +140,14 @@ def test_struct_layout_change_refused(tree: tuple[KernelTree, Path], workdir: Pa
     assert res.status is Status.FAIL and "struct reclaim_stat" in res.summary
 
 
-def test_bundle_signed_with_sign_file(tree: tuple[KernelTree, Path], workdir: Path) -> None:
+def test_bundle_signed_with_sign_file(tree: tuple[BuiltTree, Path], workdir: Path) -> None:
     kt, _ = tree
     res = generate((DATA / "patches" / "cmdline.patch").read_text(), kt, workdir / "bundle",
                    name="lp_bundle", series="cmdline")
     assert res.status is Status.PASS
-    ko = Path(res.details["module"])
+    d = res.detail(LivepatchBuildDetails)
+    assert d is not None
+    ko = Path(d.module)
     key, cert = workdir / "k.pem", workdir / "c.pem"
     run(["openssl", "req", "-new", "-nodes", "-utf8", "-sha256", "-days", "1", "-batch", "-x509",
          "-subj", "/CN=patchflow test", "-newkey", "rsa:2048", "-out", str(cert), "-keyout", str(key)])
@@ -146,14 +156,14 @@ def test_bundle_signed_with_sign_file(tree: tuple[KernelTree, Path], workdir: Pa
     bid = vmlinux_build_id(kt.vmlinux)
     assert bid
     out = build_bundle(ko, {"series": "cmdline", "kernel_release": kt.release(), "build_id": bid,
-                            "functions": res.details["functions"], "backend": "native"},
+                            "functions": _functions(d), "backend": "native"},
                        workdir / "b.tar.gz")
     ok = check_bundle(out, kernel_release=kt.release(), build_id=bid, cert=cert)
     assert ok.status is Status.PASS, ok.summary
     assert check_bundle(out, kernel_release="6.1.192", build_id=bid).status is Status.FAIL
 
 
-def test_bundle_install_and_rollback_scripts_in_guest(tree: tuple[KernelTree, Path],
+def test_bundle_install_and_rollback_scripts_in_guest(tree: tuple[BuiltTree, Path],
                                                       workdir: Path) -> None:
     """The SRE path: the bundle's own install.sh/rollback.sh, run by busybox in the guest."""
     import tarfile
@@ -164,10 +174,12 @@ def test_bundle_install_and_rollback_scripts_in_guest(tree: tuple[KernelTree, Pa
     res = generate((DATA / "patches" / "cmdline.patch").read_text(), kt, workdir / "scripts",
                    name="lp_scripts", series="cmdline")
     assert res.status is Status.PASS
-    out = build_bundle(Path(res.details["module"]),
+    d = res.detail(LivepatchBuildDetails)
+    assert d is not None
+    out = build_bundle(Path(d.module),
                        {"series": "cmdline", "kernel_release": kt.release(),
                         "build_id": vmlinux_build_id(kt.vmlinux),
-                        "functions": res.details["functions"], "backend": "native"},
+                        "functions": _functions(d), "backend": "native"},
                        workdir / "scripts.tar.gz")
     dest = workdir / "scripts-x"
     with tarfile.open(out) as tar:

@@ -7,7 +7,7 @@ computed here in Python from the measured change and its interval.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import shutil
 import socket
@@ -21,10 +21,51 @@ from typing import Any
 
 import pytest
 
-from patchflow.report import view as report
+from patchflow.bench.ab import BenchDetails, Rep, Sample, compare_all, verdict
+from patchflow.config import ConfigDir
+from patchflow.gate import records
+from patchflow.gate.records import ResultsDoc
+from patchflow.report.render import write_report
+from patchflow.report.view import build_view
+from patchflow.result import Status
 
 pytestmark = pytest.mark.integration
-DATA = Path(__file__).resolve().parents[1] / "data" / "report" / "two-targets" / "results.json"
+DATA = Path(__file__).resolve().parents[1] / "data" / "report" / "demo-6.12" / "results.json"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def recorded() -> ResultsDoc:
+    """The recorded gate run (3+3 smoke boots: nothing there is significant)."""
+    return records.load_results([DATA])[0][1]
+
+
+def with_more_runs(doc: ResultsDoc, n: int = 8, gain: float = 1.12) -> ResultsDoc:
+    """The recorded bench as if it had run *n* boots per variant with a clear throughput gain.
+
+    A constructed input for the calculator's arithmetic, judged by the bench
+    stage's own code (:func:`compare_all`); not a measurement.
+    """
+    entry = next(e for e in doc.entries if e.result.stage == "bench")
+    d = entry.result.detail(BenchDetails)
+    assert d is not None
+    base = sorted((r for r in d.reps if r.variant == "base"),
+                  key=lambda r: r.metrics["bogo_ops_per_s"])
+    src = base[len(base) // 2].metrics  # the recorded median run, with a small spread around it
+    reps = []
+    for i in range(n):
+        jitter = 1 + 0.01 * (i % 4)
+        reps.append(Rep("base", i, Status.PASS, "", {k: v * jitter for k, v in src.items()}, ""))
+        reps.append(Rep("patched", i, Status.PASS, "", {
+            k: v * jitter * (gain if k == "bogo_ops_per_s" else 1.0) for k, v in src.items()}, ""))
+    comps = compare_all(reps, 0.05)
+    status, summary = verdict(comps, ConfigDir(REPO).profile("smoke"), n)
+    env = dataclasses.replace(d.environment, reps=n)
+    new = dataclasses.replace(entry, result=dataclasses.replace(
+        entry.result, status=status, summary=summary, details=dataclasses.replace(
+            d, environment=env, comparisons=comps, reps=tuple(reps),
+            samples=tuple(Sample(r.variant, r.rep, m, v) for r in reps
+                          for m, v in r.metrics.items()))))
+    return dataclasses.replace(doc, entries=tuple(new if e is entry else e for e in doc.entries))
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
 
 
@@ -99,8 +140,8 @@ def browser(tmp_path: Path) -> Iterator[Browser]:
         proc.wait(timeout=30)
 
 
-def _page(doc: dict[str, Any], out: Path) -> str:
-    report.write_report(doc, out)
+def _page(doc: ResultsDoc, out: Path) -> str:
+    write_report(doc, out)
     return (out / "report.html").as_uri()
 
 
@@ -110,8 +151,8 @@ def _freed(pct: float) -> float:
 
 
 def test_calculator_uses_the_measured_interval(browser: Browser, tmp_path: Path) -> None:
-    doc = json.loads(DATA.read_text())
-    roi = json.loads(report.build_view(doc).roi_json)[0]
+    doc = with_more_runs(recorded())
+    roi = json.loads(build_view(doc).roi_json)[0]
     assert roi["significant"] and roi["target"] == "linux-6.12.y"
     browser.call("POST", "/url", {"url": _page(doc, tmp_path / "out")})
     browser.type("#roi-fleet", "2000")
@@ -137,15 +178,9 @@ def test_calculator_uses_the_measured_interval(browser: Browser, tmp_path: Path)
 
 def test_calculator_refuses_to_promise_without_significance(browser: Browser,
                                                             tmp_path: Path) -> None:
-    doc = copy.deepcopy(json.loads(DATA.read_text()))
-    bench = next(r for r in doc["results"] if r["stage"] == "bench" and r["samples"])
-    base = [s["value"] for s in bench["samples"]
-            if s["metric"] == "bogo_ops_per_s" and s["variant"] == "base"]
-    for s in bench["samples"]:
-        if s["metric"] == "bogo_ops_per_s" and s["variant"] == "patched":
-            s["value"] = base[(s["rep"] + 3) % len(base)] * 1.003  # same spread, no real change
-    roi = json.loads(report.build_view(doc).roi_json)[0]
-    assert not roi["significant"]
+    doc = recorded()  # the real 3+3 run: its throughput change is not significant
+    roi = json.loads(build_view(doc).roi_json)[0]
+    assert not roi["significant"] and roi["runs"] == 3
     browser.call("POST", "/url", {"url": _page(doc, tmp_path / "out")})
     browser.type("#roi-fleet", "5000")
     assert browser.text("#roi-verdict").startswith("Not significant")

@@ -81,7 +81,7 @@ def test_fetch_all_versions_and_duplicates(lore: LocalLore, series_dir: Path,
 
     rc, out = _invoke(["series", "show", "fixture", "--format", "json"])
     assert rc == 0, out
-    data = json.loads(out)
+    data = json.loads(out)["versions"]
     assert [(d["revision"], d["in_use"]) for d in data] == [(1, True), (2, False), (2, True)]
     v2 = data[2]
     assert [p["subject"] for p in v2["patches"]] == [
@@ -104,7 +104,7 @@ def test_diff_between_versions(lore: LocalLore, series_dir: Path) -> None:
     assert _invoke(["series", "fetch", "fixture", "--mirror", lore.midmask])[0] == 0
     rc, out = _invoke(["series", "diff", "fixture", "v1", "v2", "--format", "json"])
     assert rc == 0, out
-    entries = json.loads(out)
+    entries = json.loads(out)["entries"]
     marks = [(e["old"], e["new"], e["mark"]) for e in entries]
     assert marks == [(1, 1, "="), (None, 2, ">"), (2, 3, "!")]
     assert "-+\treturn x * 7;" in entries[2]["interdiff"]
@@ -125,7 +125,7 @@ def test_check_newer_finds_v3(lore: LocalLore, series_dir: Path,
     assert rc == 0, out
     assert f"newer revision found: v3 ({threads.v3.cover_msgid})" in out
     rc, out = _invoke(["series", "list", "--format", "json"])
-    assert json.loads(out)[0]["versions"] == ["v1", "v2", "v3"]
+    assert json.loads(out)["series"][0]["versions"] == ["v1", "v2", "v3"]
 
 
 def test_fetch_by_msgid(lore: LocalLore, threads: lorefixtures.Fixtures) -> None:
@@ -170,7 +170,7 @@ def test_allow_partial(lore: LocalLore, threads: lorefixtures.Fixtures) -> None:
                        "--allow-partial", "--name", "part"])
     assert rc == 0, out
     rc, out = _invoke(["series", "show", "part", "--format", "json"])
-    data = json.loads(out)[0]
+    data = json.loads(out)["versions"][0]
     assert data["partial"] is True
     assert data["attestation"]["missing"] == [2]
     assert [p["idx"] for p in data["patches"]] == [1, 3]
@@ -243,7 +243,8 @@ def test_silent_mirror_times_out() -> None:
 def test_gate_check_newer_stage(lore: LocalLore, series_dir: Path, threads: lorefixtures.Fixtures,
                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from patchflow.config import ConfigDir
-    from patchflow.lore.series import gate_check_newer
+    from patchflow.context import StageContext
+    from patchflow.lore.stage import CheckNewerDetails, check_newer
     from patchflow.result import Status
     from patchflow.state import State
     from patchflow.workspace import Workspace
@@ -252,15 +253,20 @@ def test_gate_check_newer_stage(lore: LocalLore, series_dir: Path, threads: lore
     ws = Workspace.open(tmp_path / "gws", series_dir)
     cfg = ConfigDir(series_dir).series("fixture")
     with State(ws.db_path) as st:
-        res = gate_check_newer(ws, st, cfg, None, None, log=tmp_path / "cn.log")
+        ctx = StageContext.make(ws, st, log=tmp_path / "cn.log", series=cfg)
+        res = check_newer(ctx)
         assert res.status is Status.PASS, res.summary
-        assert res.details["revisions"] == [1, 2]
+        d = res.detail(CheckNewerDetails)
+        assert d is not None and d.revisions == (1, 2)
         for raw in threads.v3.messages:
             lore.inject(raw)
-        res = gate_check_newer(ws, st, cfg, 2, None, log=tmp_path / "cn.log")
+        res = check_newer(StageContext.make(ws, st, log=tmp_path / "cn.log", series=cfg,
+                                            revision=2))
         assert res.status is Status.WARN
         assert res.summary == "v3 is newer than the gated v2"
     monkeypatch.setenv("PATCHFLOW_MIRROR", "http://127.0.0.1:9/x/%s")
+    ws = Workspace.open(tmp_path / "gws", series_dir)  # settings are read when a run starts
     with State(ws.db_path) as st:
-        res = gate_check_newer(ws, st, cfg, 2, None, log=tmp_path / "cn.log")
+        res = check_newer(StageContext.make(ws, st, log=tmp_path / "cn.log", series=cfg,
+                                            revision=2))
         assert res.status is Status.ERROR and "unreachable" in res.summary

@@ -12,6 +12,8 @@ fetch, a branch that moved (a new release on top), a force-pushed branch
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -67,9 +69,12 @@ class Served:
         return f"git://127.0.0.1:{self.port}/stable.git"
 
     def start(self) -> None:
+        # its own process group: "git daemon" runs git-daemon as a child, and the
+        # whole group must go when the test takes the remote away
         self.proc = subprocess.Popen(
             ["git", "daemon", "--reuseaddr", "--listen=127.0.0.1", f"--port={self.port}",
-             "--export-all", f"--base-path={self.root}", str(self.root)])
+             "--export-all", f"--base-path={self.root}", str(self.root)],
+            start_new_session=True)
         for _ in range(100):
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
@@ -79,9 +84,14 @@ class Served:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
+            os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=10)
             self.proc = None
+            for _ in range(100):  # until nothing listens on the port any more
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", self.port)) != 0:
+                        return
+                time.sleep(0.1)
 
     def push(self, sha: str, tag: str | None = None) -> None:
         subprocess.run(["git", "--git-dir", str(self.repo), "update-ref",
@@ -119,8 +129,9 @@ def _cli(ws: Workspace, *args: str) -> int:
 
 def test_git_provider_fetch_move_rewrite_unreachable(
         tmp_path: Path, served: Served, releases: dict[str, str],
-        capsys: pytest.CaptureFixture[str]) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     ws = _client(tmp_path, served.url)
+    monkeypatch.setenv("PATCHFLOW_CACHE", str(ws.cache))  # the CLI calls below use it too
     assert not tree.repo_path(ws).exists() or not gitrepo.tags(tree.repo_path(ws))
 
     # a first fetch into an empty cache
@@ -150,8 +161,8 @@ def test_git_provider_fetch_move_rewrite_unreachable(
         tree.prepare_tree(ws, "stable-6.1")
     assert tree.open_tree(ws, "stable-6.1").head == releases["v6.1.190"]  # untouched
     assert _cli(ws, "tree", "prepare", "stable-6.1") == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "force-pushed" in err[0] and "--allow-rewrite" in err[0]
+    err = [ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("... ")]
+    assert len(err) == 1 and "force-pushed" in err[0] and "--allow-rewrite" in err[0], err
     assert tree.open_tree(ws, "stable-6.1").head == releases["v6.1.190"]
     assert _cli(ws, "tree", "prepare", "stable-6.1", "--allow-rewrite") == 0
     assert tree.open_tree(ws, "stable-6.1").head == rewritten
@@ -162,6 +173,6 @@ def test_git_provider_fetch_move_rewrite_unreachable(
         tree.prepare_tree(ws, "stable-6.1")
     capsys.readouterr()
     assert _cli(ws, "tree", "prepare", "stable-6.1") == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and served.url in err[0], err
+    err = [ln for ln in capsys.readouterr().err.splitlines() if not ln.startswith("... ")]
+    assert len(err) == 1 and served.url in err[0] and err[0].startswith("error: "), err
     assert tree.open_tree(ws, "stable-6.1").head == rewritten

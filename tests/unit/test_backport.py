@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from patchflow import gitrepo
-from patchflow.backport import engine as bp
-from patchflow.backport.engine import Outcome
+from patchflow.backport import check as bpc
+from patchflow.backport import patches as bpp
+from patchflow.backport import queue as bpq
+from patchflow.backport import session as bps
+from patchflow.backport.patches import Outcome
 
 FUNCS = [f"static int func{i}(int x)\n{{\n\tint y = x + {i};\n\n\ty *= 2;\n\treturn y;\n}}\n"
          for i in range(8)]
@@ -65,15 +68,15 @@ def stable(repo: Path, old: str, new: str, msg: str = "stable change") -> str:
     return commit(repo, text.replace(old, new, 1), msg)
 
 
-def load(repo: Path, tmp: Path, patch: Path) -> list[bp.PatchInput]:
-    return bp.load_patches(repo, patch, tmp / f"load-{patch.name}")
+def load(repo: Path, tmp: Path, patch: Path) -> list[bpp.PatchInput]:
+    return bpp.load_patches(repo, patch, tmp / f"load-{patch.name}")
 
 
-def session(repo: Path, tmp: Path, patches: list[bp.PatchInput], name: str = "wt") -> bp.Session:
+def session(repo: Path, tmp: Path, patches: list[bpp.PatchInput], name: str = "wt") -> bps.Session:
     base = sh(repo, "rev-parse", "main")
-    return bp.start(series="demo", revision=1, target="stable", repo=repo,
+    return bps.start(series="demo", revision=1, target="stable", repo=repo,
                     worktree=tmp / name, base=base, base_ref="refs/heads/main", patches=patches,
-                    known=bp.known_in(repo, base))
+                    known=bpc.known_in(repo, base))
 
 
 def test_clean(repo: Path, tmp_path: Path) -> None:
@@ -138,20 +141,20 @@ def test_fuzz_only_stops_for_review(repo: Path, tmp_path: Path) -> None:
     [r] = s.results
     assert r.outcome is Outcome.FUZZ and s.phase == "review"
     assert r.detail == "applies only with -C1"
-    s = bp.Session.load(s.worktree).continue_("checked the context by hand")
+    s = bps.Session.load(s.worktree).continue_("checked the context by hand")
     assert s.phase == "done"
     assert "[ patchflow: applied with reduced context in mm/vmscan.c:func4(), reviewed ]" in \
         sh(s.worktree, "log", "-1", "--format=%B")
 
 
-def conflict_case(repo: Path, tmp_path: Path) -> bp.Session:
+def conflict_case(repo: Path, tmp_path: Path) -> bps.Session:
     p1 = upstream_patch(repo, tmp_path, "x + 3;\n\n\ty *= 2;", "x + 3;\n\n\ty *= 30;",
                         "mm: thirty")
     p2 = upstream_patch(repo, tmp_path, "x + 7;\n\n\ty *= 2;", "x + 7;\n\n\ty *= 70;",
                         "mm: seventy")
     stable(repo, "x + 3;\n\n\ty *= 2;", "x + 3;\n\n\ty <<= 1;")
     patches = load(repo, tmp_path, p1) + [
-        bp.PatchInput(**{**vars(q), "idx": 2}) for q in load(repo, tmp_path, p2)]
+        bpp.PatchInput(**{**vars(q), "idx": 2}) for q in load(repo, tmp_path, p2)]
     return session(repo, tmp_path, patches)
 
 
@@ -164,34 +167,34 @@ def test_conflict_report_continue_and_store(repo: Path, tmp_path: Path) -> None:
     assert [str(x) for x in r.spots] == ["mm/vmscan.c:31:func3()"]
     assert gitrepo.am_in_progress(s.worktree)
     with pytest.raises(Exception, match="conflict markers left"):
-        bp.Session.load(s.worktree).continue_("x")
+        bps.Session.load(s.worktree).continue_("x")
     # the maintainer resolves: keep stable's shift, apply the new factor
     f = s.worktree / "mm/vmscan.c"
     text = f.read_text()
     start, end = text.index("<<<<<<< "), text.index(">>>>>>> ")
     f.write_text(text[:start] + "\ty *= 30;\n" + text[text.index("\n", end) + 1:])
     with pytest.raises(Exception, match="--note"):
-        bp.Session.load(s.worktree).continue_(None)
-    s = bp.Session.load(s.worktree).continue_("kept the multiply, stable has a shift")
+        bps.Session.load(s.worktree).continue_(None)
+    s = bps.Session.load(s.worktree).continue_("kept the multiply, stable has a shift")
     assert s.phase == "done"
     assert [r.outcome for r in s.results] == [Outcome.RESOLVED, Outcome.CLEAN]
     msg = sh(s.worktree, "log", "-1", "--format=%B", "HEAD~1")
     assert ("[ patchflow: resolved conflict in mm/vmscan.c:func3(): kept the multiply, stable "
             "has a shift ]") in msg
-    dest = bp.store(s, tmp_path / "config")
+    dest = bpq.store(s, tmp_path / "config")
     assert (dest / "series").read_text().splitlines() == [
         "0001-mm-thirty.patch", "0002-mm-seventy.patch"]
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["base"] == s.base and manifest["patches"][0]["outcome"] == "resolved"
-    assert sh(repo, "rev-parse", bp.backport_ref("demo", 1, "stable")) == gitrepo.head(s.worktree)
+    assert sh(repo, "rev-parse", bpq.backport_ref("demo", 1, "stable")) == gitrepo.head(s.worktree)
 
 
 def test_abort_restores_base(repo: Path, tmp_path: Path) -> None:
     s = conflict_case(repo, tmp_path)
-    bp.Session.load(s.worktree).abort()
+    bps.Session.load(s.worktree).abort()
     assert not gitrepo.am_in_progress(s.worktree)
     assert gitrepo.head(s.worktree) == s.base
-    assert bp.Session.load(s.worktree).phase == "aborted"
+    assert bps.Session.load(s.worktree).phase == "aborted"
 
 
 def test_start_refuses_over_unfinished_session(repo: Path, tmp_path: Path) -> None:
@@ -204,7 +207,7 @@ def test_kill_during_am_recovers(repo: Path, tmp_path: Path) -> None:
     """The on-disk state a `kill -9` during `git am` leaves: journal says
     applying, a rebase-apply dir blocks the next am."""
     s = conflict_case(repo, tmp_path)
-    bp.Session.load(s.worktree).abort()
+    bps.Session.load(s.worktree).abort()
     s = session(repo, tmp_path, s.patches[1:], name="wt-kill")
     sh(s.worktree, "reset", "-q", "--hard", s.base)
     s.results.clear()
@@ -217,7 +220,7 @@ def test_kill_during_am_recovers(repo: Path, tmp_path: Path) -> None:
     blocked = subprocess.run(["git", "-C", str(s.worktree), "am", str(s.patches[0].path)],
                              capture_output=True, text=True)
     assert blocked.returncode != 0
-    s2 = bp.Session.load(s.worktree).run()
+    s2 = bps.Session.load(s.worktree).run()
     assert s2.recovered and s2.phase == "done"
     assert [r.outcome for r in s2.results] == [Outcome.CLEAN]
     assert not gitrepo.am_in_progress(s.worktree)
@@ -229,20 +232,20 @@ def test_rebase_reuses_resolution_with_rerere(repo: Path, tmp_path: Path) -> Non
     text = f.read_text()
     start, end = text.index("<<<<<<< "), text.index(">>>>>>> ")
     f.write_text(text[:start] + "\ty *= 30;\n" + text[text.index("\n", end) + 1:])
-    s = bp.Session.load(s.worktree).continue_("kept the multiply")
+    s = bps.Session.load(s.worktree).continue_("kept the multiply")
     config = tmp_path / "config"
-    bp.store(s, config)
-    manifest = bp.read_manifest(config, "demo", "stable")
+    bpq.store(s, config)
+    manifest = bpq.read_manifest(config, "demo", "stable")
     assert manifest is not None
     # the stable branch moves: a line in the stored patch's context changes
     # (one untouched line between it and the conflict, so the conflict stays the same)
     moved = stable(repo, "\ty <<= 1;\n\treturn y;\n}\n", "\ty <<= 1;\n\treturn y;\n} /* end */\n",
                    "stable: mark the end of func3")
-    stale = bp.check_stored(repo, manifest, bp.stored_patches(config, "demo", "stable"), moved)
+    stale = bpq.check_stored(repo, manifest, bpq.stored_patches(config, "demo", "stable"), moved)
     assert [x.patch for x in stale] == ["0001-mm-thirty.patch"]
-    assert stale[0].moved == ["mm/vmscan.c:33 func3()"]
+    assert stale[0].moved == ("mm/vmscan.c:33 func3()",)
     # re-apply the series: rerere replays the recorded resolution
-    s2 = bp.start(series="demo", revision=1, target="stable", repo=repo,
+    s2 = bps.start(series="demo", revision=1, target="stable", repo=repo,
                   worktree=tmp_path / "wt-rebase", base=moved, base_ref="refs/heads/main",
                   patches=s.patches, notes=s.notes, previous=manifest)
     assert s2.phase == "done"
@@ -250,9 +253,9 @@ def test_rebase_reuses_resolution_with_rerere(repo: Path, tmp_path: Path) -> Non
     assert s2.results[0].detail == "kept the multiply"
     text = (s2.worktree / "mm/vmscan.c").read_text()
     assert "\ty *= 30;\n\treturn y;\n} /* end */" in text and "<<<<<<<" not in text
-    report = bp.range_diff_report(repo, manifest, s2)
-    assert report["new_conflicts"] == [] and report["now_clean"] == []
-    assert "mm: thirty" in report["range_diff"]
+    report = bpq.range_diff_report(repo, manifest, s2)
+    assert report.new_conflicts == () and report.now_clean == ()
+    assert "mm: thirty" in report.range_diff
 
 
 def test_check_without_worktree(repo: Path, tmp_path: Path) -> None:
@@ -261,9 +264,9 @@ def test_check_without_worktree(repo: Path, tmp_path: Path) -> None:
     stable(repo, "x + 3;\n\n\ty *= 2;", "x + 3;\n\n\ty <<= 1;")
     stable(repo, "\tint y = x + 2;\n", "\tint y = x + 2; /* stable */\n")
     patches = load(repo, tmp_path, p1) + [
-        bp.PatchInput(**{**vars(q), "idx": 2}) for q in load(repo, tmp_path, p2)]
+        bpp.PatchInput(**{**vars(q), "idx": 2}) for q in load(repo, tmp_path, p2)]
     base = sh(repo, "rev-parse", "main")
-    results = bp.check_series(repo, base, patches, bp.known_in(repo, base))
+    results = bpc.check_series(repo, base, patches, bpc.known_in(repo, base))
     assert [r.outcome for r in results] == [Outcome.CONFLICT, Outcome.THREEWAY]
     # the target's line, the same one the real run reports (test_conflict_report_continue_and_store)
     assert [str(x) for x in results[0].spots] == ["mm/vmscan.c:31:func3()"]
@@ -278,17 +281,17 @@ def test_check_without_worktree(repo: Path, tmp_path: Path) -> None:
     (["extern int x(void);", "\tfoo();"], 1, ""),
 ])
 def test_enclosing_function(lines: list[str], index: int, expected: str) -> None:
-    assert bp.enclosing_function(lines, index) == expected
+    assert bpp.enclosing_function(lines, index) == expected
 
 
 def test_backport_message_upstream_and_link(tmp_path: Path) -> None:
-    p = bp.PatchInput(1, tmp_path, "mm: x", "m@id", "0" * 40,
+    p = bpp.PatchInput(1, tmp_path, "mm: x", "m@id", "0" * 40,
                       "mm: x\n\nBody.\n\nSigned-off-by: A <a@b>\n", "", upstream=None)
-    assert bp.backport_message(p, "resolved conflict in mm/vmscan.c:f()") == (
+    assert bpp.backport_message(p, "resolved conflict in mm/vmscan.c:f()") == (
         "mm: x\n\nBody.\n\nSigned-off-by: A <a@b>\nLink: https://lore.kernel.org/r/m@id\n"
         "[ patchflow: resolved conflict in mm/vmscan.c:f() ]\n")
-    up = bp.PatchInput(**{**vars(p), "upstream": "a" * 40})
-    assert bp.backport_message(up, "").startswith(f"mm: x\n\n[ Upstream commit {'a' * 40} ]\n\n")
+    up = bpp.PatchInput(**{**vars(p), "upstream": "a" * 40})
+    assert bpp.backport_message(up, "").startswith(f"mm: x\n\n[ Upstream commit {'a' * 40} ]\n\n")
 
 
 def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
@@ -327,16 +330,22 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
     runner = CliRunner()
     res = runner.invoke(cli, [*base, "tree", "prepare", "local", "--format", "json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)[0]["branch"] == "main"
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "patchflow.trees/1" and doc["trees"][0]["branch"] == "main"
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "-v", "2"])
-    assert isinstance(res.exception, NotFound)
+    # a user error: one line on stderr, exit 2, no traceback
+    assert res.exit_code == 2 and res.exception is None or isinstance(res.exception, SystemExit)
+    assert "v2 was never fetched" in res.output
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--check",
                               "--format", "json"])
     assert res.exit_code == 1
-    assert json.loads(res.stdout)["local"][0]["outcome"] == "conflict"
+    check = json.loads(res.stdout)
+    assert check["targets"]["local"][0]["outcome"] == "conflict"
+    # --check and the real run report the same (target) line
+    assert check["targets"]["local"][0]["spots"][0]["line"] == 31
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local"])
-    assert res.exit_code == 1 and "conflict in patch 1 (mm: a): mm/vmscan.c:31:func3()" in \
-        res.output
+    assert res.exit_code == 1 and ("conflict in patch 1 (mm: a): mm/vmscan.c:31:func3() "
+                                   "(target line numbers)") in res.output
     wt = tmp_path / "ws/worktrees/backport/demo--local"
     text = (wt / "mm/vmscan.c").read_text()
     start, end = text.index("<<<<<<< "), text.index(">>>>>>> ")
@@ -346,8 +355,10 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
     assert res.exit_code == 0, res.output
     assert (cfg / "series/demo/backports/local/0001-mm-a.patch").exists()
     res = runner.invoke(cli, [*base, "status", "demo", "--format", "json"])
-    assert [(r["revision"], r["target"], r["state"]) for r in json.loads(res.stdout)] == [
-        (1, "local", "done")]
+    assert [(r["revision"], r["target"], r["state"]) for r in json.loads(res.stdout)["rows"]
+            ] == [(1, "local", "done")]
+    res = runner.invoke(cli, [*base, "status", "nosuch"])
+    assert res.exit_code == 2 and "unknown series 'nosuch'" in res.output
 
 
 def _written_elsewhere(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -374,17 +385,17 @@ def test_conflict_spot_without_preimage_blobs(repo: Path, tmp_path: Path) -> Non
     series' pre-image blobs changed the reported conflict location (issue 10)."""
     other, mbox = _written_elsewhere(repo, tmp_path)
     stable(repo, "\tint y = x + 3;\n", "\tint y = x + 3 + 0;\n")
-    patches = bp.load_patches(repo, mbox, tmp_path / "load")
-    assert bp.ensure_preimages(repo, patches)  # the base blob is not here: no 3-way
+    patches = bpp.load_patches(repo, mbox, tmp_path / "load")
+    assert bpc.ensure_preimages(repo, patches)  # the base blob is not here: no 3-way
     without = session(repo, tmp_path, patches, name="wt-without")
     assert without.phase == "conflict"
     spots_without = [str(x) for x in without.results[0].spots]
-    bp.Session.load(without.worktree).abort()
+    bps.Session.load(without.worktree).abort()
 
     sh(repo, "fetch", "-q", str(other), "refs/tags/series-base:refs/tags/series-base")
-    assert bp.ensure_preimages(repo, patches) == {}
+    assert bpc.ensure_preimages(repo, patches) == {}
     # the second patch's pre-image was never in any repository: built from the first
-    pre = bp._preimages(patches[1].diff)["mm/vmscan.c"]
+    pre = bpc.preimages(patches[1].diff)["mm/vmscan.c"]
     assert gitrepo.blob_sha(repo, pre) is not None
     with_ = session(repo, tmp_path, patches, name="wt-with")
     assert with_.phase == "conflict" and with_.results[0].markers

@@ -1,4 +1,4 @@
-"""Unit tests of patchflow.bench.ab: profiles, guest snippet, parsers on recorded runs, A/B logic."""
+"""Unit tests of the bench stage: profiles, guest snippet, parsers on recorded runs, A/B logic."""
 
 from __future__ import annotations
 
@@ -10,9 +10,18 @@ import pytest
 
 from patchflow import stats
 from patchflow.bench import ab as bench
+from patchflow.bench import metrics
+from patchflow.bench.metrics import METRICS
 from patchflow.boot import qemu
+from patchflow.config import PROFILE_DIR, ConfigDir, load_profile
 from patchflow.errors import ConfigError, NotFound
 from patchflow.result import Status
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def find_profile(name: str, root: Path = REPO) -> Any:
+    return ConfigDir(root).profile(name)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "stress-ng"
 GOLDEN = DATA / "golden"
@@ -24,11 +33,11 @@ def test_stress_ng_corpus(case: str) -> None:
     files = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "expected.json"}
     want = json.loads((folder / "expected.json").read_text())
     if "error" in want:
-        with pytest.raises(bench.IncompleteRun) as exc:
-            bench.run_metrics(files)
+        with pytest.raises(metrics.IncompleteRun) as exc:
+            metrics.run_metrics(files)
         assert str(exc.value) == want["error"]
     else:
-        got = bench.run_metrics(files)
+        got = metrics.run_metrics(files)
         assert got == pytest.approx(want)
 
 
@@ -39,12 +48,12 @@ def test_parse_interrupts_sums_cpus_only() -> None:
             "CAL:        358        204   Function call interrupts\n"
             "TLB:          1          0   TLB shootdowns\n"
             "ERR:          0\n")
-    assert bench.parse_interrupts(text) == {"0": 203, "24": 12, "CAL": 562, "TLB": 1, "ERR": 0}
+    assert metrics.parse_interrupts(text) == {"0": 203, "24": 12, "CAL": 562, "TLB": 1, "ERR": 0}
 
 
 def test_parse_stress_yaml_metrics_only() -> None:
     y = (DATA / "debian-6.1-smoke" / "stress.yaml").read_text()
-    items = bench.parse_stress_yaml(y)
+    items = metrics.parse_stress_yaml(y)
     assert items == [{"stressor": "vm", "bogo-ops": "1246",
                       "bogo-ops-per-second-usr-sys-time": "143.933176",
                       "bogo-ops-per-second-real-time": "287.313860", "wall-clock-time": "4.336721",
@@ -53,7 +62,7 @@ def test_parse_stress_yaml_metrics_only() -> None:
 
 
 def test_reclaim_profile_scales_with_vcpus() -> None:
-    p = bench.find_profile("reclaim")
+    p = find_profile("reclaim")
     assert p.vm_method != "all"  # pinned: "all" reaches the slow walk-flush (ENVIRONMENT.md)
     argv2, argv4 = bench.stress_argv(p, 2), bench.stress_argv(p, 4)
     assert argv4[argv4.index("--vm") + 1] == str(2 * int(argv2[argv2.index("--vm") + 1]))
@@ -62,36 +71,39 @@ def test_reclaim_profile_scales_with_vcpus() -> None:
     assert p.vm_bytes_mb(2) > p.memcg_mb(2)  # --vm-bytes is the total over the workers
     assert p.vm_bytes_mb(4) == 2 * p.vm_bytes_mb(2)
     assert {"--vm-keep", "--metrics", "--yaml"} <= set(argv2)
-    assert p.better["bogo_ops_per_s"] == "higher" and p.better["tlb_shootdowns"] == "lower"
+    # one declaration of each metric's direction, not one per profile
+    assert METRICS["bogo_ops_per_s"].better == "higher"
+    assert METRICS["tlb_shootdowns"].better == "lower"
+    assert set(p.primary) <= {m for m, d in METRICS.items() if d.better != "none"}
 
 
 def test_bench_snippet_golden() -> None:
-    p = bench.find_profile("reclaim")
+    p = find_profile("reclaim")
     text = bench.bench_snippet(p, 2)
     assert text == (GOLDEN / "bench-reclaim-2cpu.sh").read_text()
 
 
 def test_profile_validation(tmp_path: Path) -> None:
-    good = (bench.PROFILE_DIR / "smoke.toml").read_text()
+    good = (PROFILE_DIR / "smoke.toml").read_text()
     bad = tmp_path / "bad.toml"
     bad.write_text(good + "\nsurprise = 1\n")
     with pytest.raises(ConfigError, match="surprise"):
-        bench.load_profile(bad)
+        load_profile(bad)
     bad.write_text(good.replace('vm_method = "write64"', 'vm_method = "write64; reboot"'))
     with pytest.raises(ConfigError, match="vm_method"):
-        bench.load_profile(bad)
-    bad.write_text(good.replace('bogo_ops_per_s = "higher"', 'bogo_ops_per_s = "up"'))
-    with pytest.raises(ConfigError, match="better.bogo_ops_per_s"):
-        bench.load_profile(bad)
+        load_profile(bad)
+    bad.write_text(good.replace('primary = ["bogo_ops_per_s"', 'primary = ["pgscan"'))
+    with pytest.raises(ConfigError, match=r"primary\[0\]: not a judged metric: 'pgscan'"):
+        load_profile(bad)
     with pytest.raises(NotFound, match="known: .*reclaim"):
-        bench.find_profile("nope")
+        find_profile("nope")
 
 
 def test_config_dir_profile_wins(tmp_path: Path) -> None:
     d = tmp_path / "targets" / "profiles"
     d.mkdir(parents=True)
-    (d / "reclaim.toml").write_text((bench.PROFILE_DIR / "smoke.toml").read_text())
-    assert bench.find_profile("reclaim", tmp_path).path == d / "reclaim.toml"
+    (d / "reclaim.toml").write_text((PROFILE_DIR / "smoke.toml").read_text())
+    assert find_profile("reclaim", tmp_path).path == d / "reclaim.toml"
 
 
 def test_interleaved_never_all_a_first() -> None:
@@ -101,43 +113,47 @@ def test_interleaved_never_all_a_first() -> None:
 
 
 def _rep(variant: str, rep: int, bogo: float, status: Status = Status.PASS) -> bench.Rep:
-    m = {k: 1.0 for k in bench.METRICS}
+    m = {k: 1.0 for k in METRICS}
     m["bogo_ops_per_s"] = bogo
-    return bench.Rep(variant, rep, status, "", m if status is Status.PASS else {}, Path("x.log"))
+    return bench.Rep(variant, rep, status, "", m if status is Status.PASS else {}, "x.log")
 
 
 def test_run_ab_verdicts_without_booting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """run_once is replaced by recorded figures: the orchestration and verdict logic only."""
     figures = {"base": [100.0, 101, 99, 100, 102], "patched": [80.0, 81, 79, 82, 80]}
 
-    def fake_run_once(kernel: Path, profile: bench.Profile, **kw: Any) -> bench.Rep:
+    def fake_run_once(kernel: Path, profile: Any, **kw: Any) -> bench.Rep:
         v, r = str(kw["variant"]), int(kw["rep"])
         return _rep(v, r, figures[v][r])
 
     monkeypatch.setattr(bench, "run_once", fake_run_once)
-    p = bench.find_profile("reclaim")
-    rep = bench.run_ab({"base": Path("a"), "patched": Path("b")}, p, cache=tmp_path,
+    p = find_profile("reclaim")
+    res = bench.run_ab({"base": Path("a"), "patched": Path("b")}, p, cache=tmp_path,
                        run_dir=tmp_path / "run", accel=qemu.AccelChoice("tcg", "test"), reps=5)
-    by = {c.metric: c for c in rep.comparisons}
+    d = res.detail(bench.BenchDetails)
+    assert d is not None
+    by = {c.metric: c for c in d.comparisons}
     assert by["bogo_ops_per_s"].verdict == stats.REGRESSED
     assert by["tlb_shootdowns"].verdict == stats.NO_DIFFERENCE
-    assert rep.result.status is Status.FAIL  # a primary metric regressed
-    assert len(rep.samples) == 10 * len(bench.METRICS)
+    assert res.status is Status.FAIL  # a primary metric regressed
+    assert len(d.samples) == 10 * len(METRICS)
+    assert d.environment.accel == "tcg" and d.environment.emulated
     assert (tmp_path / "run" / "bench-progress.json").exists()
 
 
 def test_run_ab_stops_on_a_broken_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fake_run_once(kernel: Path, profile: bench.Profile, **kw: Any) -> bench.Rep:
+    def fake_run_once(kernel: Path, profile: Any, **kw: Any) -> bench.Rep:
         v, r = str(kw["variant"]), int(kw["rep"])
         return _rep(v, r, 1.0, Status.FAIL if v == "patched" else Status.PASS)
 
     monkeypatch.setattr(bench, "run_once", fake_run_once)
-    rep = bench.run_ab({"base": Path("a"), "patched": Path("b")}, bench.find_profile("smoke"),
+    res = bench.run_ab({"base": Path("a"), "patched": Path("b")}, find_profile("smoke"),
                        cache=tmp_path, run_dir=tmp_path / "run",
                        accel=qemu.AccelChoice("tcg", "test"), reps=3)
-    assert rep.result.status is Status.FAIL
-    assert "patched run 0" in rep.result.summary
-    assert len(rep.reps) == 2 and rep.comparisons == ()
+    d = res.detail(bench.BenchDetails)
+    assert res.status is Status.FAIL and d is not None
+    assert "patched run 0" in res.summary
+    assert len(d.reps) == 2 and d.comparisons == () and d.failed_run is not None
 
 
 def test_cli_bench_without_builds_says_what_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

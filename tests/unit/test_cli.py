@@ -42,8 +42,9 @@ def test_unknown_series_is_exit_2() -> None:
 def test_series_list_json_empty_workspace() -> None:
     res = CliRunner().invoke(cli, ["series", "list", "--format", "json"])
     assert res.exit_code == 0, res.output
-    names = [r["name"] for r in json.loads(res.output)]
-    assert "batch-tlb-flush" in names
+    doc = json.loads(res.output)
+    assert doc["schema"] == "patchflow.series-list/1"
+    assert "batch-tlb-flush" in [r["name"] for r in doc["series"]]
 
 
 def _fake_path(tmp_path: Path, tools: list[str]) -> str:
@@ -74,8 +75,69 @@ def test_doctor_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_kvm_probe_argv(tmp_path: Path) -> None:
-    from patchflow.doctor import kvm_probe_argv
+    from patchflow.boot.qemu import kvm_probe_argv
 
-    argv = kvm_probe_argv("kvm", tmp_path / "d")
+    argv = kvm_probe_argv(tmp_path / "d")
     assert argv[:3] == ["qemu-system-x86_64", "-accel", "kvm"]
     assert "-nodefaults" in argv and f"file:{tmp_path / 'd'}" in argv
+
+
+def _results_with(tmp_path: Path, status: str) -> Path:
+    """A results.json of one stage with *status*, written by the gate's own records code."""
+    from patchflow.gate.records import Entry, ResultsDoc, SeriesBlock, Verdict, write_records
+    from patchflow.result import StageResult, Status
+
+    st = Status(status)
+    doc = ResultsDoc("r1", "0", SeriesBlock("s", revision=1), ("t",), ("boot",),
+                     "2026-12-01T00:00:00Z", "2026-12-01T00:01:00Z", "patchflow gate s",
+                     Verdict(st.exit_code, status), (Entry(StageResult("boot", st, "x", 1.0, "t")),))
+    write_records(tmp_path, doc)
+    return tmp_path / "results.json"
+
+
+CONTRACT = [
+    # (args, expected exit code): success, a real failure, bad input, bad usage
+    (["series", "list"], 0),
+    (["report", "--verdict", "RESULTS_FAIL"], 1),
+    (["series", "fetch", "no-such-series"], 2),
+    (["report", "NOT_RESULTS"], 2),
+    (["serise", "list"], 2),
+    (["series", "list", "--format", "yaml"], 2),
+]
+
+
+def _args(args: list[str], tmp_path: Path) -> list[str]:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    fail = _results_with(tmp_path / "r", "fail")
+    return [str(fail) if a == "RESULTS_FAIL" else str(bad) if a == "NOT_RESULTS" else a
+            for a in args]
+
+
+@pytest.mark.parametrize(("args", "code"), CONTRACT, ids=lambda x: str(x))
+def test_exit_codes_through_clirunner(tmp_path: Path, args: list[str], code: int) -> None:
+    res = CliRunner().invoke(cli, ["-w", str(tmp_path / "ws"), *_args(args, tmp_path)])
+    assert res.exit_code == code, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+@pytest.mark.parametrize(("args", "code"), CONTRACT, ids=lambda x: str(x))
+def test_exit_codes_through_the_installed_script(tmp_path: Path, args: list[str], code: int,
+                                                 how: str) -> None:
+    import shutil
+
+    exe = [shutil.which("patchflow") or "patchflow"] if how == "script" else [
+        sys.executable, "-m", "patchflow"]
+    proc = subprocess.run([*exe, "-w", str(tmp_path / "ws"), *_args(args, tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr
+    if code == 2 and args[0] != "serise" and "--format" not in args:
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_top_level_typo_gets_a_suggestion() -> None:
+    res = CliRunner().invoke(cli, ["serise", "list"])
+    assert res.exit_code == 2 and "Did you mean 'series'?" in res.output

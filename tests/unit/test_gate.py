@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from patchflow.bench.ab import BenchDetails, BenchEnvironment, Sample
+from patchflow.context import StageContext
+from patchflow.gate import records
 from patchflow.gate import run as gate
-from patchflow.gate.run import GateContext, Stage
+from patchflow.gate.registry import Stage, default_stages
 from patchflow.result import StageResult, Status
 from patchflow.state import State
 from patchflow.workspace import Workspace
@@ -43,24 +46,28 @@ class Fake:
         self.outcomes = outcomes or {}
         self.calls: list[tuple[str, str | None]] = []
 
-    def fn(self, name: str) -> Callable[[GateContext, str | None], StageResult]:
-        def run(ctx: GateContext, target: str | None) -> StageResult:
+    def fn(self, name: str) -> Callable[[StageContext], StageResult]:
+        def run(ctx: StageContext) -> StageResult:
+            target = ctx.target.name if ctx.target else None
             self.calls.append((name, target))
             st = self.outcomes.get((name, target), Status.PASS)
             if st is Status.ERROR:
                 raise KeyError("boom")  # an internal bug: must become an ERROR result
-            details = {}
+            details = None
             if name == "bench":
-                details["samples"] = [["base", 0, "bogo_ops_per_s", 100.0],
-                                      ["patched", 0, "bogo_ops_per_s", 104.0]]
+                env = BenchEnvironment(2, "tcg", "test", 1024, "smoke", "stress-ng", 1, "h",
+                                       "k", 2, {}, {}, 0.0)
+                details = BenchDetails(env, (), (Sample("base", 0, "bogo_ops_per_s", 100.0),
+                                                 Sample("patched", 0, "bogo_ops_per_s", 104.0)),
+                                       ())
             return StageResult(stage=name, status=st, summary=f"{name} {st.value}",
                                target=target, details=details)
         return run
 
 
 def stages(fake: Fake) -> list[Stage]:
-    return [Stage(s.name, fake.fn(s.name), s.inputs, s.needs, s.per_target, s.description)
-            for s in gate.default_stages()]
+    return [Stage(s.name, fake.fn(s.name), s.needs, s.per_target, s.description, s.settings)
+            for s in default_stages()]
 
 
 def run(ws: Workspace, state: State, fake: Fake, **kw: object) -> gate.GateRun:
@@ -113,7 +120,10 @@ def test_unchanged_inputs_are_reused(ws: Workspace, state: State) -> None:
     assert r.exit_code == 1
     bench = next(e for e in r.entries if e.result.stage == "bench"
                  and e.result.target == "linux-6.12.y")
-    assert ("patched", 0, "bogo_ops_per_s", 104.0) in bench.samples
+    d = bench.result.detail(BenchDetails)
+    assert d is not None and Sample("patched", 0, "bogo_ops_per_s", 104.0) in d.samples
+    assert state.samples(bench.result_id or 0) == [("base", 0, "bogo_ops_per_s", 100.0),
+                                                   ("patched", 0, "bogo_ops_per_s", 104.0)]
     third = Fake()
     run(ws, state, third, force=True)
     assert len(third.calls) == 1 + 7 * len(TARGETS)  # --force: everything, nothing skipped
@@ -144,13 +154,13 @@ def test_errors_are_retried(ws: Workspace, state: State) -> None:
 
 def test_interrupted_run_resumes(ws: Workspace, state: State) -> None:
     class Interrupting(Fake):
-        def fn(self, name: str) -> Callable[[GateContext, str | None], StageResult]:
+        def fn(self, name: str) -> Callable[[StageContext], StageResult]:
             inner = super().fn(name)
 
-            def run(ctx: GateContext, target: str | None) -> StageResult:
-                if (name, target) == ("boot", "linux-6.12.y"):
+            def run(ctx: StageContext) -> StageResult:
+                if (name, ctx.target.name if ctx.target else None) == ("boot", "linux-6.12.y"):
                     raise KeyboardInterrupt
-                return inner(ctx, target)
+                return inner(ctx)
             return run
 
     first = Interrupting()
@@ -158,6 +168,12 @@ def test_interrupted_run_resumes(ws: Workspace, state: State) -> None:
     assert r.interrupted and r.exit_code == 2
     meta = json.loads((r.run_dir / "metadata.json").read_text())
     assert meta["status"] == "interrupted" and meta["exit_code"] == 2
+    # the partial results and the JUnit file are there too
+    doc = records.load_results([r.run_dir / "results.json"])[0][1]
+    assert doc.verdict.status == "interrupted" and len(doc.entries) == 1 + 7 + 3
+    assert (r.run_dir / "junit.xml").read_text().count("<testcase") == 11
+    assert state.db.execute("SELECT status FROM runs WHERE id=?", (r.run_id,)).fetchone()[0] \
+        == "interrupted"
     second = Fake()
     r2 = run(ws, state, second)
     assert r2.exit_code == 0
@@ -185,21 +201,28 @@ def test_single_stage_needs_earlier_results(ws: Workspace, state: State) -> None
 def test_dry_run_runs_and_records_nothing(ws: Workspace, state: State) -> None:
     fake = Fake()
     r = run(ws, state, fake, dry_run=True)
-    assert fake.calls == [] and r.exit_code == 0
-    assert all(e.result.summary.startswith("dry run") for e in r.entries)
+    assert fake.calls == [] and r.dry_run
+    assert all(e.plan == "would run" for e in r.entries)
     assert state.results() == []
+    assert state.db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 0
+    assert not (ws.runs_dir / "dry-run").exists()
+    # what the plan lacks, named
+    assert "series batch-tlb-flush was never fetched (check-newer fetches it)" in r.missing
+    assert "linux-6.1.y: no tree prepared (the backport stage prepares it)" in r.missing
+    # after a real run, the plan says what it would reuse
+    run(ws, state, Fake())
+    again = run(ws, state, Fake(), dry_run=True)
+    assert {e.plan for e in again.entries} == {"would reuse"}
 
 
-def test_missing_module_is_an_error_result(ws: Workspace, state: State,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(gate.ADAPTERS, "boot", ("patchflow.no_such_module", "gate_boot", {}))
-    fn = gate.adapter("boot", *gate.ADAPTERS["boot"][:2])
-    ctx = GateContext(ws=ws, state=state, series=ws.config.series("batch-tlb-flush"),
-                      revision=3, run_id="r", run_dir=ws.root / "r")
-    res = fn(ctx, "linux-6.12.y")
-    assert res.status is Status.ERROR
-    assert res.summary == ("stage boot not available: patchflow.no_such_module.gate_boot "
-                           "is missing")
+def test_the_registry_is_the_stage_order() -> None:
+    from patchflow.gate.registry import STAGE_ORDER, STAGES
+
+    assert STAGE_ORDER == ("check-newer", "backport", "build-base", "build-patched", "boot",
+                           "bench", "livepatch-build", "livepatch-verify")
+    # every stage function is a real function of its stage package (no string imports)
+    assert all(s.run.__module__.startswith("patchflow.") and s.run.__module__.endswith(
+        (".stage",)) for s in STAGES)
 
 
 def test_records(ws: Workspace, state: State) -> None:
@@ -222,7 +245,10 @@ def test_records(ws: Workspace, state: State) -> None:
 
 
 def test_junit_escapes_failure_text() -> None:
-    xml = gate.junit_xml([{"target": "t", "stage": "boot", "status": "fail", "duration": 1,
-                           "summary": "Oops: <0000> & \"more\"", "log": None}], "s")
+    doc = records.ResultsDoc("r", "0", records.SeriesBlock("s"), ("t",), ("boot",), "", "", "",
+                             records.Verdict(1, "fail"),
+                             (records.Entry(StageResult("boot", Status.FAIL,
+                                                        "Oops: <0000> & \"more\"", 1, "t")),))
+    xml = records.junit_xml(doc)
     case = ET.fromstring(xml.split("\n", 1)[1]).find(".//failure")
     assert case is not None and case.get("message") == "Oops: <0000> & \"more\""

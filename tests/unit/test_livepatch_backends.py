@@ -15,6 +15,7 @@ import pytest
 
 from patchflow.errors import UserError
 from patchflow.livepatch import backends
+from patchflow.livepatch.results import LivepatchBuildDetails
 from patchflow.result import Status
 
 DATA = Path(__file__).parent.parent / "data" / "livepatch" / "backends"
@@ -77,7 +78,7 @@ def test_kpatch_build_success(bindir: Path, tmp_path: Path) -> None:
                                       name="lp", output=tmp_path)
     res = backends.build_external("kpatch-build", argv, cwd=tmp_path, module=ko)
     assert res.status is Status.PASS
-    assert res.details["changed_functions"] == ["cmdline_proc_show"]
+    assert [f.name for f in res.detail(LivepatchBuildDetails).functions] == ["cmdline_proc_show"]
     recorded = (bindir / "kpatch-build.argv").read_text().split("\n")
     assert recorded[:10] == ["--sourcedir", "/src", "--config", "/b/.config", "--vmlinux",
                              "/b/vmlinux", "--name", "lp", "--output", str(tmp_path)]
@@ -90,10 +91,10 @@ def test_kpatch_build_unsupported_change_is_a_failure(bindir: Path, tmp_path: Pa
                                       patch=Path("/p"), name="lp", output=tmp_path)
     res = backends.build_external("kpatch-build", argv, cwd=tmp_path, module=tmp_path / "lp.ko")
     assert res.status is Status.FAIL
-    assert res.details["unsupported"] == [
+    assert list(res.detail(LivepatchBuildDetails).unsupported) == [
         "vmscan.o: data section .data.reclaim_stat_defaults selected for inclusion",
         "vmscan.o: 1 unsupported section change(s)"]
-    assert res.details["errors"] == ["1 unsupported section change(s)"]
+    assert list(res.detail(LivepatchBuildDetails).errors) == ["1 unsupported section change(s)"]
     assert "data section .data.reclaim_stat_defaults" in res.summary
 
 
@@ -107,8 +108,8 @@ def test_klp_build_argv_and_error(tmp_path: Path) -> None:
                     str(tmp_path / "lp.ko"), "/p/fix.patch"]
     res = backends.build_external("klp-build", argv, cwd=src, module=tmp_path / "lp.ko")
     assert res.status is Status.FAIL
-    assert res.details["changed_functions"] == ["cmdline_proc_show"]
-    assert res.details["errors"] == [
+    assert [f.name for f in res.detail(LivepatchBuildDetails).functions] == ["cmdline_proc_show"]
+    assert list(res.detail(LivepatchBuildDetails).errors) == [
         "objtool klp diff failed: unsupported change to static local variable"]
 
 

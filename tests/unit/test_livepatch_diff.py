@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from patchflow import typed
 from patchflow.livepatch.diff import compare
 from patchflow.livepatch.elf import ElfObject
 from patchflow.livepatch.safety import analyze_objects
@@ -38,7 +39,7 @@ def test_objdiff_corpus(case: str, tmp_path: Path) -> None:
     before = compile_c(folder / "before.c", tmp_path / "before.o")
     after = compile_c(folder / "after.c", tmp_path / "after.o")
     d = compare(before, after)
-    got = d.to_json()
+    got = typed.dump(d.summary())
     for key in ("changed_functions", "new_functions", "removed_functions", "changed_data",
                 "new_data"):
         assert got[key] == expected[key], key
@@ -51,4 +52,4 @@ def test_objdiff_corpus(case: str, tmp_path: Path) -> None:
 def test_identical_compiles_have_no_difference(tmp_path: Path) -> None:
     src = CORPUS / "inlined-static" / "before.c"
     d = compare(compile_c(src, tmp_path / "a.o"), compile_c(src, tmp_path / "b.o"))
-    assert not any(d.to_json().values())
+    assert not any(typed.dump(d.summary()).values())

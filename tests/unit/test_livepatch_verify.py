@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from patchflow.livepatch.results import LivepatchVerifyDetails
 from patchflow.livepatch.verify import VerifySpec, judge, taint_letters, tlb_shootdowns
 from patchflow.result import StageResult, Status
 
@@ -33,7 +34,8 @@ def test_verify_corpus(case: str) -> None:
     spec, boot, files, meta = load(case)
     res = judge(spec, boot, files)
     assert res.status.value == meta["status"], res.summary
-    assert [c["check"] for c in res.details["checks"] if not c["ok"]] == meta["failed"]
+    d = res.detail(LivepatchVerifyDetails)
+    assert d is not None and [c.check for c in d.failed] == meta["failed"]
 
 
 def test_missing_rollback_is_a_failure() -> None:

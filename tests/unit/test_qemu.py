@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from patchflow.boot import qemu
+from patchflow.boot import initramfs, qemu
 from patchflow.result import Status
 
 ROOT = Path(__file__).resolve().parent.parent / "data"
@@ -21,9 +21,12 @@ def test_qemu_argv_tcg() -> None:
     argv = qemu.qemu_argv(Path("/k/bzImage"), Path("/i.cpio.gz"), accel="tcg", mem_mb=1024, smp=2)
     assert argv == [
         "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg,thread=multi", "-m", "1024",
-        "-smp", "2", "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
-        "-kernel", "/k/bzImage", "-initrd", "/i.cpio.gz", "-append",
-        "console=ttyS0 panic=-1 quiet oops=panic softlockup_panic=1", "-no-reboot"]
+        "-smp", "2", "-nodefaults", "-no-user-config", "-nic", "none", "-display", "none",
+        "-serial", "stdio", "-kernel", "/k/bzImage", "-initrd", "/i.cpio.gz", "-append",
+        "console=ttyS0 panic=-1 quiet oops=panic softlockup_panic=1", "-no-reboot",
+        "-sandbox", "on"]
+    # no network for the code under test, and seccomp for QEMU itself where it has it
+    assert "-sandbox" not in qemu.qemu_argv(Path("/k"), Path("/i"), sandbox=False)
 
 
 def test_qemu_argv_kvm_has_no_cpu_host() -> None:
@@ -33,20 +36,20 @@ def test_qemu_argv_kvm_has_no_cpu_host() -> None:
 
 
 def test_render_init_golden() -> None:
-    text = qemu.render_init([("probe", "pf_run uname uname -a")], modules=["/lib/modules/lp.ko"])
+    text = initramfs.render_init([("probe", "pf_run uname uname -a")], modules=["/lib/modules/lp.ko"])
     assert text == (GOLDEN / "init-probe-module.sh").read_text()
 
 
 def test_render_init_rejects_hostile_names() -> None:
     with pytest.raises(ValueError):
-        qemu.render_init([('x"; rm -rf /', "true")])
+        initramfs.render_init([('x"; rm -rf /', "true")])
 
 
 def test_parse_ldd() -> None:
     out = ("\tlinux-vdso.so.1 (0x00007ffd1d9f6000)\n"
            "\tlibm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x00007f7db89c0000)\n"
            "\t/lib64/ld-linux-x86-64.so.2 (0x00007f7db9bf8000)\n")
-    assert qemu.parse_ldd(out) == ["/lib/x86_64-linux-gnu/libm.so.6", "/lib64/ld-linux-x86-64.so.2"]
+    assert initramfs.parse_ldd(out) == ["/lib/x86_64-linux-gnu/libm.so.6", "/lib64/ld-linux-x86-64.so.2"]
 
 
 def _read_newc(data: bytes) -> dict[str, tuple[int, bytes, tuple[int, int]]]:
@@ -68,10 +71,10 @@ def _read_newc(data: bytes) -> dict[str, tuple[int, bytes, tuple[int, int]]]:
 
 
 def test_cpio_round_trip_with_parents_and_nodes() -> None:
-    entries = [qemu.Entry("/usr/bin/tool", stat.S_IFREG | 0o755, b"abc"),
-               qemu.Entry("/bin/sh", stat.S_IFLNK | 0o777, target="busybox"),
-               qemu.Entry("/dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))]
-    got = _read_newc(qemu.write_cpio(entries))
+    entries = [initramfs.Entry("/usr/bin/tool", stat.S_IFREG | 0o755, b"abc"),
+               initramfs.Entry("/bin/sh", stat.S_IFLNK | 0o777, target="busybox"),
+               initramfs.Entry("/dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1))]
+    got = _read_newc(initramfs.write_cpio(entries))
     assert got["usr/bin/tool"][1] == b"abc"
     assert stat.S_ISDIR(got["usr"][0]) and stat.S_ISDIR(got["usr/bin"][0])
     assert got["bin/sh"][1] == b"busybox" and stat.S_ISLNK(got["bin/sh"][0])
@@ -84,12 +87,12 @@ def test_cpio_round_trip_with_parents_and_nodes() -> None:
 def test_initramfs_is_cached_by_content(tmp_path: Path) -> None:
     ko = tmp_path / "lp.ko"
     ko.write_bytes(b"\x7fELF fake module")
-    spec = qemu.GuestSpec(snippets=(("x", "true"),), files=((ko, "/lib/modules/lp.ko"),),
+    spec = initramfs.GuestSpec(snippets=(("x", "true"),), files=((ko, "/lib/modules/lp.ko"),),
                           modules=("/lib/modules/lp.ko",))
-    a = qemu.initramfs(tmp_path / "cache", spec)
-    b = qemu.initramfs(tmp_path / "cache", spec)
+    a = initramfs.initramfs(tmp_path / "cache", spec)
+    b = initramfs.initramfs(tmp_path / "cache", spec)
     assert a == b
-    other = qemu.initramfs(tmp_path / "cache", qemu.GuestSpec(snippets=(("x", "false"),)))
+    other = initramfs.initramfs(tmp_path / "cache", initramfs.GuestSpec(snippets=(("x", "false"),)))
     assert other != a
     files = _read_newc(gzip.decompress(a.read_bytes()))
     assert files["lib/modules/lp.ko"][1] == b"\x7fELF fake module"
@@ -106,7 +109,8 @@ def test_judge_console_corpus(name: str) -> None:
                         returncode=None if want.get("timed_out") else 0, timeout=25,
                         log=CONSOLE / name)
     assert res.status is Status(want["status"])
-    assert res.details["kind"] == want["kind"]
+    d = res.detail(qemu.BootRunDetails)
+    assert d is not None and d.outcome == want["kind"]
     if res.status is Status.FAIL and want["kinds"]:
         assert "line" in res.summary  # the excerpt is in the message
 
@@ -114,12 +118,12 @@ def test_judge_console_corpus(name: str) -> None:
 def test_judge_qemu_that_did_not_start() -> None:
     text = "$ qemu-system-x86_64 ...\nqemu-system-x86_64: -accel kvm: failed to initialize kvm\n"
     res, _ = qemu.judge(text, timed_out=False, returncode=1, timeout=10, log=Path("c.log"))
-    assert res.status is Status.ERROR and res.details["kind"] == "qemu"
+    d = res.detail(qemu.BootRunDetails)
+    assert res.status is Status.ERROR and d is not None and d.outcome == "qemu"
 
 
 def test_choose_accel_forced_and_without_kvm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert qemu.choose_accel(tmp_path, Path("/k"), force="tcg").accel == "tcg"
-    monkeypatch.delenv("PATCHFLOW_ACCEL", raising=False)
     monkeypatch.setattr("os.access", lambda *_: False)
     choice = qemu.choose_accel(tmp_path, Path("/k"))
     assert choice.accel == "tcg" and "no usable /dev/kvm" in choice.reason

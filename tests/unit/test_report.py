@@ -1,22 +1,30 @@
-"""Report rendering against golden files, statistics, merging and the mail draft.
+"""Report rendering from a recorded gate run: golden files, what the report shows, merging, mail.
 
 Regenerate the golden files after an intended change with
-``PATCHFLOW_REGEN_GOLDEN=1 pytest tests/unit/test_report.py`` and review the diff.
+``PATCHFLOW_REGEN_GOLDEN=1 pytest tests/unit/test_report.py`` and review the diff;
+re-record the run itself as tests/data/report/README.md says.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from patchflow.bench.ab import BenchDetails
 from patchflow.cli import cli
-from patchflow.report import view as report
+from patchflow.errors import UserError
+from patchflow.gate import records
+from patchflow.gate.records import ResultsDoc
+from patchflow.livepatch.results import LivepatchBuildDetails, LivepatchVerifyDetails
+from patchflow.report.mail import render_mail
+from patchflow.report.render import render_html, render_markdown
+from patchflow.report.view import build_view
+from patchflow.result import StageResult, Status
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "report"
 CASES = sorted(p for p in DATA.iterdir() if p.is_dir())
@@ -29,90 +37,148 @@ def _golden(path: Path, text: str) -> None:
     assert text == path.read_text(encoding="utf-8"), f"differs from {path}"
 
 
+def _doc(name: str = "demo-6.12") -> ResultsDoc:
+    return records.load_results([DATA / name / "results.json"])[0][1]
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_golden(case: Path) -> None:
-    (_, doc), = report.load_results([case / "results.json"])
-    view = report.build_view(doc)
-    _golden(case / "report.html", report.render_html(view))
-    _golden(case / "summary.md", report.render_markdown(view))
-    _golden(case / "mail.txt", report.render_mail(view, TESTER).as_text())
+    (_, doc), = records.load_results([case / "results.json"])
+    view = build_view(doc)
+    _golden(case / "report.html", render_html(view))
+    _golden(case / "summary.md", render_markdown(view))
+    _golden(case / "mail.txt", render_mail(view, TESTER).as_text())
 
 
-def _doc(name: str = "two-targets") -> dict[str, Any]:
-    return json.loads((DATA / name / "results.json").read_text())
+def test_the_report_shows_what_the_stages_recorded() -> None:
+    """Each figure the page shows is read from the stage that produced it."""
+    doc = _doc()
+    by = {e.result.stage: e.result for e in doc.entries}
+    lp = by["livepatch-build"].detail(LivepatchBuildDetails)
+    verify = by["livepatch-verify"].detail(LivepatchVerifyDetails)
+    bench = by["bench"].detail(BenchDetails)
+    assert lp is not None and verify is not None and bench is not None
+    view = build_view(doc)
+    [lpv] = view.livepatches
+    assert lpv.functions == tuple(f.name for f in lp.functions) and "shrink_folio_list" in \
+        lpv.functions
+    facts = dict(lpv.verify_facts)
+    assert facts["enabled"] == "yes"
+    assert facts["transition"] == f"{verify.transition_s:.0f} s"
+    [bv] = view.benches
+    assert bv.emulated and "emulated QEMU guest (TCG" in bv.env_sentence
+    throughput = bench.comparison("bogo_ops_per_s")
+    assert throughput is not None
+    shown = next(m for m in bv.metrics if m.comparison.metric == "bogo_ops_per_s")
+    assert shown.comparison == throughput  # the bench stage's own judgement, not recomputed
+    assert shown.info.unit == "bogo ops/s" and "higher is better" in shown.svg
+    roi = json.loads(view.roi_json)[0]
+    assert roi["emulated"] is True and roi["accel"] == "tcg"
+    assert roi["environment"] == bv.env_sentence
+    html = render_html(view)
+    assert "shrink_folio_list" in html and "emulated QEMU guest (TCG" in html
+
+
+def test_a_drifted_record_is_refused_with_the_field(tmp_path: Path) -> None:
+    raw = json.loads((DATA / "demo-6.12" / "results.json").read_text())
+    bench = next(r for r in raw["results"] if r["stage"] == "bench")
+    bench["details"]["environment"]["accel"] = {"accel": "tcg", "reason": "old shape"}
+    (tmp_path / "results.json").write_text(json.dumps(raw))
+    with pytest.raises(UserError, match=r"results\[\d+\]\.details\.environment\.accel: "
+                                        "expected string, got table"):
+        records.load_results([tmp_path / "results.json"])
 
 
 def test_mail_threading_headers() -> None:
-    mail = report.render_mail(report.build_view(_doc()), TESTER)
+    mail = render_mail(build_view(_doc()), TESTER)
     headers = dict(mail.headers)
-    assert headers["Subject"] == "Re: [PATCH v3 0/2] mm: batch TLB flushing for dirty folios in vmscan"
-    assert headers["In-Reply-To"] == "<20260410-batch-tlb-flush-v3-0-ff0b9d3a351a@icloud.com>"
+    s = _doc().series
+    assert headers["Subject"] == "Re: " + s.subject
+    assert headers["In-Reply-To"] == f"<{s.msgid}>"
     assert headers["References"] == headers["In-Reply-To"]
     assert f"Tested-by: {TESTER}" in mail.body
-    assert "> Reclaim of dirty file folios" in mail.body
+    assert "median change" in mail.body
 
 
 def test_mail_withholds_tested_by_on_a_regression() -> None:
     doc = _doc()
-    for r in doc["results"]:
-        if (r["target"], r["stage"]) == ("linux-6.12.y", "boot"):
-            r["status"], r["summary"] = "fail", "Oops: general protection fault"
-    body = report.render_mail(report.build_view(doc), TESTER).body
+    entries = tuple(dataclasses.replace(e, result=dataclasses.replace(
+        e.result, status=Status.FAIL, summary="Oops: general protection fault"))
+        if e.result.stage == "boot" else e for e in doc.entries)
+    body = render_mail(build_view(dataclasses.replace(doc, entries=entries)), TESTER).body
     assert "Tested-by: " not in body
     assert "No Tested-by from me" in body
 
 
-def test_significance() -> None:
-    up = report.compare("bogo_ops_per_s", [100, 101, 99, 100, 102], [110, 111, 109, 112, 110])
-    assert up.significant and up.verdict == "better"
-    assert up.ci_low_pct is not None and 8 < up.ci_low_pct < up.change_pct < up.ci_high_pct  # type: ignore[operator]
-    flat = report.compare("bogo_ops_per_s", [100, 110, 90, 105, 95], [101, 111, 89, 104, 97])
-    assert not flat.significant and flat.verdict == "no significant change"
-    worse = report.compare("tlb_shootdowns", [100, 101, 99], [150, 149, 151])
-    assert worse.verdict == "worse"
-    lone = report.compare("call_ipis", [100], [50])
-    assert lone.ci_low_pct is None and not lone.significant
+def _split(tmp_path: Path) -> ResultsDoc:
+    """The recorded run as a split pipeline's two jobs would have left it."""
+    doc = _doc()
+    prepare = ("check-newer", "backport", "build-base", "build-patched")
+    a = dataclasses.replace(doc, entries=tuple(e for e in doc.entries
+                                               if e.result.stage in prepare))
+    b = dataclasses.replace(doc, run_id="r2", finished="9999-01-01T00:00:00Z",
+                            verdict=records.Verdict(1, "fail"), entries=tuple(
+        dataclasses.replace(e, result=dataclasses.replace(e.result, status=Status.FAIL,
+                                                          summary="Oops"))
+        if e.result.stage == "boot" else e
+        for e in doc.entries if e.result.stage not in prepare))
+    for name, d in (("job-a", a), ("job-b", b)):
+        records.write_records(tmp_path / name, d)
+    return doc
 
 
 def test_merge_keeps_one_verdict(tmp_path: Path) -> None:
+    doc = _split(tmp_path)
+    merged = records.merge(records.load_results([tmp_path]), base_dir=tmp_path / "out")
+    assert merged.verdict == records.Verdict(1, "fail")
+    assert len(merged.entries) == len(doc.entries)
+    assert merged.stages == tuple(e.result.stage for e in doc.entries)
+
+
+def test_merge_refuses_two_series(tmp_path: Path) -> None:
     doc = _doc()
-    a, b = copy.deepcopy(doc), copy.deepcopy(doc)
-    a["results"] = [r for r in doc["results"] if r["target"] != "linux-6.12.y"]
-    a["verdict"] = {"exit_code": 1, "status": "fail"}
-    b["results"] = [r for r in doc["results"] if r["target"] == "linux-6.12.y"]
-    b["verdict"] = {"exit_code": 0, "status": "pass"}
-    b["finished"] += 10
-    for name, d in (("job-a", a), ("job-b", b)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "results.json").write_text(json.dumps(d))
-    merged = report.merge_results(report.load_results([tmp_path]), base_dir=tmp_path / "out")
-    assert merged["verdict"] == {"exit_code": 1, "status": "fail"}
-    assert len(merged["results"]) == len(doc["results"])
-    assert merged["targets"] == ["linux-6.1.y", "linux-6.12.y"]
-    bp = next(r for r in merged["results"] if r["stage"] == "backport"
-              and r["target"] == "linux-6.1.y")
-    assert bp["log"] == "../job-a/linux-6.1.y/backport.log"
+    other = dataclasses.replace(doc, series=dataclasses.replace(doc.series, name="other"))
+    records.write_records(tmp_path / "a", doc)
+    records.write_records(tmp_path / "b", other)
+    with pytest.raises(UserError, match="different series"):
+        records.merge(records.load_results([tmp_path]))
 
 
 def test_report_cli_merge_verdict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
-    res = CliRunner().invoke(cli, ["report", "--merge", str(DATA / "two-targets"), "--out",
+    _split(tmp_path / "jobs")
+    res = CliRunner().invoke(cli, ["report", "--merge", str(tmp_path / "jobs"), "--out",
                                    str(tmp_path / "out"), "--verdict", "--mail",
                                    "--tested-by", TESTER])
     assert res.exit_code == 1, res.output
     assert (tmp_path / "out" / "report.html").exists()
-    assert "Tested-by: " + TESTER in (tmp_path / "out" / "mail.txt").read_text()
+    assert "No Tested-by from me" in (tmp_path / "out" / "mail.txt").read_text()
     assert json.loads((tmp_path / "out" / "results.json").read_text())["verdict"]["exit_code"] == 1
 
 
 def test_html_is_self_contained() -> None:
-    html = report.render_html(report.build_view(_doc()))
+    html = render_html(build_view(_doc()))
     for needle in ("http://", "https://", "src=", "<link", "@import"):
         assert needle not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
 
+def test_script_in_a_subject_is_escaped() -> None:
+    """Subjects and authors come from a mailing list: rendered as text, never as markup."""
+    doc = _doc()
+    evil = dataclasses.replace(doc, series=dataclasses.replace(
+        doc.series, subject='<script>alert("x")</script>', author="<img src=x onerror=alert(1)>"),
+        entries=(*doc.entries, records.Entry(StageResult("boot", Status.FAIL,
+                                                         "<script>bad()</script>", 1, "t"))))
+    html = render_html(build_view(evil))
+    assert "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert "<img src=x" not in html and "<script>bad()" not in html
+
+
 def test_schema_is_checked(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text('{"schema": "other/1"}')
-    with pytest.raises(report.UserError, match="not a patchflow.results/1 file"):
-        report.load_results([tmp_path / "results.json"])
+    with pytest.raises(UserError, match="schema 'other/1', expected patchflow.results/2"):
+        records.load_results([tmp_path / "results.json"])
+    (tmp_path / "results.json").write_text('[1, 2]')
+    with pytest.raises(UserError, match="not a JSON object"):
+        records.load_results([tmp_path / "results.json"])

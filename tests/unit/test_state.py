@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from patchflow.result import StageResult, Status
+from patchflow.result import ErrorDetails, StageResult, Status, details_from_json
 from patchflow.state import State
 
 
@@ -104,11 +104,12 @@ def test_process_killed_inside_a_transaction(tmp_path: Path) -> None:
 def test_results_and_samples(tmp_path: Path) -> None:
     with State(tmp_path / "s.db") as st:
         rid = st.record(StageResult("bench", Status.PASS, "improved", duration=3.5, target="t",
-                                    details={"verdict": "improved"}),
+                                    details=ErrorDetails("X", "improved")),
                         series="s", revision=2, input_hash="h1",
                         samples=[("base", 0, "bogo_ops_s", 10.0), ("patched", 0, "bogo_ops_s", 12.0)])
         last = st.last_result(series="s", target="t", stage="bench", input_hash="h1")
-        assert last is not None and last["id"] == rid and last["details"]["verdict"] == "improved"
+        assert last is not None and last["id"] == rid
+        assert details_from_json(last["details"]) == ErrorDetails("X", "improved")
         assert st.last_result(series="s", target="t", stage="bench", input_hash="other") is None
         assert st.samples(rid) == [("base", 0, "bogo_ops_s", 10.0),
                                    ("patched", 0, "bogo_ops_s", 12.0)]

@@ -43,7 +43,7 @@ def test_clear_improvement_and_regression_by_direction() -> None:
     b = [120 + rng.gauss(0, 2) for _ in range(8)]
     up = stats.compare("bogo_ops_per_s", a, b, better="higher")
     assert up.verdict == stats.IMPROVED
-    assert 0.15 < up.change < 0.25 and up.ci[0] > 0.1 and up.ci[1] < 0.3
+    assert 0.15 < up.change < 0.25 and up.ci_low > 0.1 and up.ci_high < 0.3
     down = stats.compare("tlb_shootdowns", a, b, better="lower")
     assert down.verdict == stats.REGRESSED
     none = stats.compare("pgscan", a, b, better="none")

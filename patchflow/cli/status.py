@@ -1,0 +1,40 @@
+"""``patchflow status``: series versions x targets, with the state of each backport."""
+
+from __future__ import annotations
+
+import click
+
+from patchflow.cli.options import Ctx, emit_json, format_option, pass_ctx, table
+
+
+@click.command("status")
+@click.argument("series", required=False)
+@format_option
+@pass_ctx
+def status_cmd(ctx: Ctx, series: str | None, fmt: str) -> None:
+    """Matrix of series versions x targets: state and date of the last backport.
+
+    Series that were fetched but never backported are listed with "-".
+    An unknown SERIES is exit 2.
+    """
+    from patchflow import typed
+    from patchflow.backport.stage import status_matrix
+    from patchflow.errors import NotFound
+    from patchflow.gate.records import iso
+
+    known = set(ctx.state.series_names()) | {r.series for r in ctx.state.backports()}
+    if series is not None and series not in known and series not in ctx.ws.config.series_names():
+        raise NotFound(f"unknown series {series!r} (fetched: {', '.join(sorted(known)) or 'none'})")
+    rows = status_matrix(ctx.state, series)
+    if fmt == "json":
+        emit_json({"rows": [{**typed.dump(r), "updated": iso(r.updated) if r.updated else None}
+                            for r in rows]}, "patchflow.status/1")
+        return
+    targets = sorted({r.target for r in rows if r.target != "-"})
+    cells: dict[tuple[str, int], dict[str, str]] = {}
+    for r in rows:
+        cell = f"{r.state} {iso(r.updated)[:16].replace('T', ' ')}" if r.updated else r.state
+        cells.setdefault((r.series, r.revision), {})[r.target] = cell
+    table(["series", "version", *(targets or ["backports"])],
+          [[s, f"v{v}", *[c.get(t, "-") for t in targets or ["-"]]]
+           for (s, v), c in cells.items()])
