@@ -75,3 +75,16 @@ def test_garbled_result_line_is_counted() -> None:
     sc = console.scan(text)
     assert sc.results == {"a": b"a"}
     assert sc.corrupt_lines == 1
+
+
+@pytest.mark.parametrize("name", ["../../etc/cron.d/x", "/etc/passwd", "..", "a/b", ".hidden",
+                                  "x" * 65, "a\nb", ""])
+def test_hostile_names(name: str) -> None:
+    """Result names come from the guest, which runs the code under test: one plain path
+    component or the line is not a result (it is counted as garbled)."""
+    import base64
+
+    line = json.dumps({"name": name, "b64": base64.b64encode(b"pwned").decode()})
+    text = f"{console.INIT} 1.0\n{console.BEGIN}\n{line}\n{console.END}\nreboot: Power down\n"
+    sc = console.scan(text)
+    assert sc.results == {} and sc.corrupt_lines == 1

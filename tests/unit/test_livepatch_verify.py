@@ -70,3 +70,12 @@ def test_helpers() -> None:
     assert taint_letters((1 << 12) | (1 << 15)) == "OK"
     assert tlb_shootdowns("  TLB:   3   4   TLB shootdowns\n CAL: 1 2\n") == 7
     assert tlb_shootdowns("nothing") is None
+
+
+def test_guest_names_stay_inside(tmp_path: Path) -> None:
+    from patchflow.livepatch.verify import keep_guest_files
+
+    dest = tmp_path / "keep"
+    keep_guest_files({"load.rc": b"0", "../escape": b"x", "/etc/owned": b"x", "a/b": b"x"}, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["load.rc"]
+    assert not (tmp_path / "escape").exists()

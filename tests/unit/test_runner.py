@@ -59,3 +59,36 @@ def test_no_shell_interpretation(tmp_path: Path) -> None:
 
 def test_input_is_fed() -> None:
     assert run(["cat"], input="hello\n").stdout == "hello\n"
+
+
+def test_log_limit(tmp_path: Path) -> None:
+    """A child printing without end cannot fill the disk with its log (a guest console)."""
+    log = tmp_path / "console.log"
+    run(["sh", "-c", "i=0; while [ $i -lt 20000 ]; do echo 0123456789abcdef; i=$((i+1)); done"],
+        log=log, log_limit=10_000, capture=False)
+    text = log.read_text()
+    assert len(text) < 10_200 and text.rstrip().endswith("[patchflow: log truncated at 10000 bytes]")
+
+
+def test_interrupt_kills_the_group(tmp_path: Path) -> None:
+    """An interrupt (SIGINT, or SIGTERM as the CLI turns it into one) ends the child and its
+    children: nothing is orphaned, and the interrupt goes on up to the caller."""
+    import os
+    import signal
+    import threading
+    import time
+
+    pidfile = tmp_path / "grandchild"
+    script = f"sleep 300 & echo $! > {pidfile}; wait"
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        run(["sh", "-c", script], timeout=60)
+    grandchild = int(pidfile.read_text())
+    for _ in range(50):
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the grandchild {grandchild} survived the interrupt")

@@ -113,3 +113,37 @@ def test_results_and_samples(tmp_path: Path) -> None:
         assert st.last_result(series="s", target="t", stage="bench", input_hash="other") is None
         assert st.samples(rid) == [("base", 0, "bogo_ops_s", 10.0),
                                    ("patched", 0, "bogo_ops_s", 12.0)]
+
+
+def test_migrates_schema_1(tmp_path: Path) -> None:
+    """A version-1 database (backports table made outside the schema) is brought to 2."""
+    db = tmp_path / "old.db"
+    con = sqlite3.connect(db)
+    con.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                      "INSERT INTO meta VALUES ('schema', '1');"
+                      "CREATE TABLE backports (series TEXT NOT NULL, revision INTEGER NOT NULL,"
+                      " target TEXT NOT NULL, status TEXT NOT NULL, base TEXT NOT NULL DEFAULT '',"
+                      " head TEXT NOT NULL DEFAULT '', worktree TEXT NOT NULL DEFAULT '',"
+                      " results TEXT NOT NULL DEFAULT '[]', updated REAL NOT NULL,"
+                      " PRIMARY KEY (series, revision, target));"
+                      "INSERT INTO backports VALUES ('s', 1, 't', 'done', 'b', 'h', 'w', '[]', 1.0);")
+    con.commit()
+    con.close()
+    with State(db) as st:
+        assert [(r.series, r.status) for r in st.backports()] == [("s", "done")]
+        assert st.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == "2"
+
+
+@pytest.mark.parametrize("value", ["two", "99"])
+def test_unknown_schema_versions_are_refused(tmp_path: Path, value: str) -> None:
+    from patchflow.errors import StateError
+
+    db = tmp_path / "x.db"
+    with State(db):
+        pass
+    con = sqlite3.connect(db)
+    con.execute("UPDATE meta SET value=? WHERE key='schema'", (value,))
+    con.commit()
+    con.close()
+    with pytest.raises(StateError, match="schema version"):
+        State(db)
