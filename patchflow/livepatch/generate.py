@@ -125,8 +125,8 @@ def overlay_tree(patch_text: str, source: Path, overlay: Path) -> list[str]:
     unchanged = [f for f in files if (source / f).is_file() and (overlay / f).is_file()
                  and (source / f).read_bytes() == (overlay / f).read_bytes()]
     if unchanged and len(unchanged) == len(files):
-        raise UserError(f"the patch leaves {', '.join(unchanged)} unchanged in {source}: "
-                        "is it already applied there?")
+        raise UserError(f"the patch changes nothing in {', '.join(unchanged)}: there is "
+                        "nothing to live patch")
     return files
 
 

@@ -71,3 +71,17 @@ def test_verify_snippet_golden() -> None:
     spec = VerifySpec(name="lp_cmdline", effect_cmd="cat /proc/cmdline", expect="livepatch=",
                       timeout=30, stress_seconds=10)
     assert snippet(spec) == (GOLDEN / "verify.sh").read_text()
+
+
+def test_a_patch_that_changes_nothing_is_an_error(tmp_path: Path) -> None:
+    """git apply accepts "-x / +x" and exits 0: the overlay would equal the source."""
+    from patchflow.errors import UserError
+    from patchflow.livepatch.generate import overlay_tree
+
+    src = tmp_path / "src"
+    (src / "mm").mkdir(parents=True)
+    (src / "mm" / "f.c").write_text("int x;\n")
+    noop = ("diff --git a/mm/f.c b/mm/f.c\n--- a/mm/f.c\n+++ b/mm/f.c\n"
+            "@@ -1 +1 @@\n-int x;\n+int x;\n")
+    with pytest.raises(UserError, match="changes nothing"):
+        overlay_tree(noop, src, tmp_path / "after")
