@@ -493,27 +493,22 @@ class ConfigDir:
     def target_names(self) -> list[str]:
         return sorted(p.stem for p in self.targets_dir.glob("*.toml"))
 
-    def series(self, name: str) -> SeriesConfig:
+    def _file(self, what: str, name: str, folder: Path, known: list[str]) -> Path:
         try:
-            check_name(name, "series")
+            check_name(name, what)
         except ValueError as exc:
             raise NotFound(str(exc)) from None
-        path = self.series_dir / f"{name}.toml"
+        path = folder / f"{name}.toml"
         if not path.exists():
-            known = ", ".join(self.series_names()) or "none"
-            raise NotFound(f"unknown series {name!r}: no {path} (known: {known})")
-        return load_series(path)
+            raise NotFound(f"unknown {what} {name!r}: no {path} (known: "
+                           f"{', '.join(known) or 'none'})")
+        return path
+
+    def series(self, name: str) -> SeriesConfig:
+        return load_series(self._file("series", name, self.series_dir, self.series_names()))
 
     def target(self, name: str) -> TargetConfig:
-        try:
-            check_name(name, "target")
-        except ValueError as exc:
-            raise NotFound(str(exc)) from None
-        path = self.targets_dir / f"{name}.toml"
-        if not path.exists():
-            known = ", ".join(self.target_names()) or "none"
-            raise NotFound(f"unknown target {name!r}: no {path} (known: {known})")
-        return load_target(path)
+        return load_target(self._file("target", name, self.targets_dir, self.target_names()))
 
     def all_targets(self) -> list[TargetConfig]:
         return [self.target(n) for n in self.target_names()]

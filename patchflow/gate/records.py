@@ -87,7 +87,9 @@ class Entry:
 
 
 @dataclass(frozen=True)
-class ResultsDoc:
+class RunHead:
+    """Everything of a results document but its entries."""
+
     run_id: str
     tool_version: str
     series: SeriesBlock
@@ -97,6 +99,10 @@ class ResultsDoc:
     finished: str
     reproduce: str
     verdict: Verdict
+
+
+@dataclass(frozen=True)
+class ResultsDoc(RunHead):
     entries: tuple[Entry, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
@@ -116,8 +122,8 @@ class ResultsDoc:
         import patchflow.gate.registry  # noqa: F401 - every stage's details kind is known
 
         try:
-            head = typed.load(_Head, {k: v for k, v in d.items()
-                                      if k not in ("schema", "results")})
+            head = typed.load(RunHead, {k: v for k, v in d.items()
+                                        if k not in ("schema", "results")})
             results = d.get("results")
             if not isinstance(results, list):
                 raise typed.TypedError("results", "expected a list")
@@ -130,19 +136,6 @@ class ResultsDoc:
     def of_stage(self, stage: str) -> list[Entry]:
         return sorted((e for e in self.entries if e.result.stage == stage),
                       key=lambda e: (str(e.revision), str(e.result.target)))
-
-
-@dataclass(frozen=True)
-class _Head:
-    run_id: str
-    tool_version: str
-    series: SeriesBlock
-    targets: tuple[str, ...]
-    stages: tuple[str, ...]
-    started: str
-    finished: str
-    reproduce: str
-    verdict: Verdict
 
 
 def load_results(paths: Iterable[Path]) -> list[tuple[Path, ResultsDoc]]:
