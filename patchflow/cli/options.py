@@ -44,6 +44,15 @@ class Ctx:
             self._ws = Workspace.open(self._workspace_arg, self._config_arg)
         return self._ws
 
+    def settings_if_any(self) -> WorkspaceConfig:
+        """The workspace's settings without creating a workspace (``livepatch check`` on a host)."""
+        from patchflow.config import load_workspace_config, with_env
+
+        if self._ws is not None:
+            return self._ws.settings
+        root = self._workspace_arg or Workspace.default_root()
+        return with_env(load_workspace_config(root / "config.toml"))
+
     @property
     def state(self) -> State:
         if self._state is None:
