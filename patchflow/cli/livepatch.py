@@ -130,6 +130,8 @@ def build_cmd(ctx: Ctx, series: str, target: str | None, patch: Path | None,
     from patchflow.livepatch.stage import build_module
 
     user_name(series, "series")
+    if name is not None:
+        user_name(name, "module")
     if bool(source) != bool(build_dir):
         raise UserError("--source and --build-dir go together")
     tree = BuiltTree(source.absolute(), build_dir.absolute()) if source and build_dir else None
