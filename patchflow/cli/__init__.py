@@ -96,6 +96,8 @@ class PatchflowGroup(click.Group):
             _error(str(exc))
             raise click.exceptions.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
+            if isinstance(ctx.obj, Ctx):
+                ctx.obj.interrupted = True
             click.echo("interrupted", err=True)
             raise click.exceptions.Exit(2) from None
         except OSError as exc:
