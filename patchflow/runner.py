@@ -63,6 +63,7 @@ class _Output:
         self.limit = log_limit
         self.written = 0
         self.lock = threading.Lock()
+        self.closed = False
         self.logf: IO[str] | None = None
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +73,8 @@ class _Output:
 
     def add(self, line: str, stderr: bool) -> None:
         with self.lock:
+            if self.closed:
+                return
             self.tail.append(line)
             if stderr:
                 self.err.append(line)
@@ -89,8 +92,10 @@ class _Output:
             self.logf.flush()
 
     def close(self) -> None:
-        if self.logf is not None:
-            self.logf.close()
+        with self.lock:
+            self.closed = True
+            if self.logf is not None:
+                self.logf.close()
 
 
 def _kill_group(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
@@ -212,6 +217,9 @@ def run(
         err_thread.join(timeout=5)
     except BaseException:
         _kill_group(proc)
+        # the stderr pump may still be writing: let it see EOF before the log closes
+        # (a closed log then made the pump thread print a traceback on an interrupt)
+        err_thread.join(timeout=5)
         raise
     finally:
         timer.cancel()
