@@ -174,7 +174,7 @@ def run(
     is returned for the caller to interpret as a result.  A timeout kills the
     whole process group and raises :class:`CommandTimeout`; so does an
     interrupt (SIGINT, or SIGTERM turned into one by the CLI), which is then
-    re-raised (tests/unit/test_attacks.py::test_signals_interrupt_kills_the_group).
+    re-raised (tests/unit/test_runner.py::test_interrupt_kills_the_group).
     """
     args = [os.fspath(a) for a in argv]
     if not args:

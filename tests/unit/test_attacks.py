@@ -393,6 +393,23 @@ def test_environment_inherited_git_variables(tmp_path: Path) -> None:
     assert run(["git", "-C", str(victim), "status", "--porcelain"]).stdout == ""
 
 
+def test_environment_git_dir_does_not_override_dash_c(tmp_path: Path) -> None:
+    """`git -C REPO` with GIT_DIR inherited reads the other repository: not through run_git."""
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    for r in (mine, other):
+        run(["git", "init", "-q", str(r)])
+        (r / "f").write_text(r.name)
+        run(["git", "-C", str(r), "add", "f"])
+        run(["git", "-C", str(r), "commit", "-q", "-m", r.name])
+    code = ("import sys; from pathlib import Path; from patchflow import gitrepo\n"
+            "print(gitrepo.out(Path(sys.argv[1]), 'log', '-1', '--format=%s'))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "GIT_DIR": str(other / ".git"),
+           "GIT_WORK_TREE": str(other), "GIT_INDEX_FILE": str(other / ".git" / "index")}
+    got = subprocess.run([sys.executable, "-c", code, str(mine)], env=env, check=True,
+                         capture_output=True, text=True).stdout.strip()
+    assert got == "mine"
+
+
 # --------------------------------------------------------------------------
 # signals: the runner kills the child's whole process group
 
