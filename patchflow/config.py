@@ -34,6 +34,11 @@ from patchflow.errors import ConfigError, NotFound, UserError
 T = TypeVar("T")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+#: names that must also satisfy another tool: a kernel module name is a C identifier
+#: of at most 55 characters (MODULE_NAME_LEN - 1, /sys/kernel/livepatch/<name>)
+STRICTER_NAMES: dict[str, re.Pattern[str]] = {
+    "module": re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,54}$"),
+}
 REVISION_RE = re.compile(r"^v([1-9][0-9]{0,2})$")
 # A Message-ID as b4 and lore accept it, without the angle brackets.  Slashes,
 # shell metacharacters and ".." are rejected so an id can never address a path
@@ -62,10 +67,15 @@ def check_name(value: str, what: str) -> str:
     """The one validator for every name patchflow turns into a path or a ref.
 
     Series, targets, live-patch modules and profiles: letters, digits and
-    ``. _ + -``, starting with a letter or digit, no ``..``.
+    ``. _ + -``, starting with a letter or digit, no ``..``; a kind listed in
+    :data:`STRICTER_NAMES` (modules) must match its pattern too.
     """
     if not isinstance(value, str) or not NAME_RE.match(value) or ".." in value:
         raise ValueError(f"invalid {what} name {value!r} (letters, digits, . _ + - only)")
+    stricter = STRICTER_NAMES.get(what)
+    if stricter is not None and not stricter.match(value):
+        raise ValueError(f"invalid {what} name {value!r} (a C identifier of at most 55 "
+                         "characters)")
     return value
 
 
@@ -363,10 +373,18 @@ class LivepatchConfig:
 
 
 @dataclass(frozen=True)
+class BundleConfig:
+    #: trust root of ``patchflow livepatch check``: an absolute path to a PEM
+    #: certificate or a folder of them; "" = none (check then needs --trust or --insecure)
+    trust: str = ""
+
+
+@dataclass(frozen=True)
 class WorkspaceConfig:
     lore: LoreConfig = field(default_factory=LoreConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     livepatch: LivepatchConfig = field(default_factory=LivepatchConfig)
+    bundle: BundleConfig = field(default_factory=BundleConfig)
 
 
 #: documented environment overrides: variable -> (section, key); see README "Configuration"
@@ -404,6 +422,9 @@ def check_workspace_config(cfg: WorkspaceConfig, where: Path | str) -> Workspace
         raise bad("livepatch.stress_seconds", "expected 0 to 3600 seconds")
     if not 1 <= cfg.livepatch.transition_timeout <= 3600:
         raise bad("livepatch.transition_timeout", "expected 1 to 3600 seconds")
+    if cfg.bundle.trust and not Path(cfg.bundle.trust).is_absolute():
+        raise bad("bundle.trust", "expected an absolute path to a PEM certificate or a folder "
+                                  "of them")
     return cfg
 
 

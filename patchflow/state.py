@@ -8,7 +8,9 @@ SQLite's lock instead of corrupting each other (WAL journal, busy timeout).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 import uuid
@@ -162,15 +164,27 @@ class BackportRow:
     updated: float = 0.0
 
 
+def _writable(path: Path) -> bool:
+    """Whether this process may write *path* and create files (the WAL) beside it."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+
+
 class State:
     """A connection to the workspace state database."""
 
     def __init__(self, path: Path, timeout: float = 60.0) -> None:
         self.path = path
+        #: opened read-only: the workspace (or the file) is not writable; reads still work
+        #: (tests/unit/test_attacks.py::test_read_only_workspace_still_reads)
+        self.read_only = False
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if path.exists() and not _writable(path):
+                self._open_read_only(timeout)
+                return
             self.db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
             self.db.row_factory = sqlite3.Row
+            self._check_pages()
             self.db.execute("PRAGMA foreign_keys = ON")
             self.db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
             self.db.execute("PRAGMA journal_mode = WAL")
@@ -186,6 +200,40 @@ class State:
                     self._migrate(str(row[0]))
         except sqlite3.DatabaseError as exc:
             raise StateError(f"state database {path} is unusable: {exc}") from exc
+
+    def _open_read_only(self, timeout: float) -> None:
+        """Open without writing anything: no schema changes, no WAL switch, no migration."""
+        self.read_only = True
+        uri = self.path.absolute().as_uri()
+        try:
+            self.db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout,
+                                      isolation_level=None)
+            self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            # a WAL database in a read-only folder without its -shm file: nobody can be
+            # writing it (they could not either), so it is read as immutable
+            self.db = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=timeout,
+                                      isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self._check_pages()
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        found = str(row[0]) if row is not None else "none"
+        if found != str(SCHEMA_VERSION):
+            raise StateError(f"{self.path}: schema version {found!r} in a read-only workspace; "
+                             f"this patchflow reads {SCHEMA_VERSION} and cannot migrate it here")
+
+    def _check_pages(self) -> None:
+        """Refuse a database with a corrupt page now, naming the file, not in a later query.
+
+        ``PRAGMA quick_check`` reads every page of every table and index (a
+        corrupt index page otherwise surfaced as a traceback from the first
+        query that used it: tests/unit/test_attacks.py::test_corrupt_state_page).
+        """
+        rows = [str(r[0]) for r in self.db.execute("PRAGMA quick_check(3)")]
+        if rows != ["ok"]:
+            what = " ".join(rows[0].replace("*** in database main ***", "").split())
+            raise StateError(f"state database {self.path} is corrupt ({what}); move it "
+                             "aside and fetch again, or restore a backup")
 
     def _migrate(self, found: str) -> None:
         """Bring an older schema up to :data:`SCHEMA_VERSION` (inside the open transaction)."""
@@ -212,17 +260,28 @@ class State:
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction: all of it lands, or none of it."""
+        if self.read_only:
+            raise StateError(f"state database {self.path} is read-only (the workspace is not "
+                             "writable): this command needs to write")
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise StateError(f"state database {self.path} is locked: {exc}") from exc
+            raise StateError(f"state database {self.path} cannot be written: {exc}") from exc
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        else:
             self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
+            # a broken file or disk (corrupt, read-only, I/O error) is infrastructure; a
+            # constraint or SQL error stays a bug with its traceback
+            if type(exc) in (sqlite3.DatabaseError, sqlite3.OperationalError):
+                raise StateError(f"state database {self.path}: {exc}") from exc
+            raise
+        except BaseException:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
+            raise
 
     # ------------------------------------------------------------ series
 

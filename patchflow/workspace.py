@@ -84,12 +84,17 @@ class Workspace:
     cache: Path
     config_root: Path
 
+    @staticmethod
+    def default_root() -> Path:
+        """``$PATCHFLOW_WORKSPACE``, else ``./.patchflow``."""
+        env = os.environ.get("PATCHFLOW_WORKSPACE")
+        return Path(env) if env else Path.cwd() / ".patchflow"
+
     @classmethod
     def open(cls, root: Path | None = None, config_dir: Path | None = None,
              cache: Path | None = None) -> Workspace:
         if root is None:
-            env = os.environ.get("PATCHFLOW_WORKSPACE")
-            root = Path(env) if env else Path.cwd() / ".patchflow"
+            root = cls.default_root()
         ws = cls(root=root.absolute(), cache=(cache or default_cache()).absolute(),
                  config_root=find_config_dir(config_dir).absolute())
         ws.root.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import signal
+import sqlite3
 import sys
 import types
 from typing import Any, NoReturn
@@ -95,6 +96,8 @@ class PatchflowGroup(click.Group):
             _error(str(exc))
             raise click.exceptions.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
+            if isinstance(ctx.obj, Ctx):
+                ctx.obj.interrupted = True
             click.echo("interrupted", err=True)
             raise click.exceptions.Exit(2) from None
         except OSError as exc:
@@ -102,6 +105,13 @@ class PatchflowGroup(click.Group):
                 raise
             where = f"{exc.filename}: " if exc.filename else ""
             _error(f"{where}{exc.strerror or exc}")
+            raise click.exceptions.Exit(2) from None
+        except sqlite3.DatabaseError as exc:
+            # a page that went bad after State opened it (it checks them all at open); a
+            # constraint or SQL error is a bug and keeps its traceback
+            if debug or type(exc) not in (sqlite3.DatabaseError, sqlite3.OperationalError):
+                raise
+            _error(f"state database: {exc}")
             raise click.exceptions.Exit(2) from None
 
 

@@ -23,7 +23,7 @@ from patchflow.cli.options import (
     pass_ctx,
     target_option,
 )
-from patchflow.result import StageResult, Status
+from patchflow.result import StageResult
 
 
 def _emit(res: StageResult, fmt: str) -> None:
@@ -32,6 +32,8 @@ def _emit(res: StageResult, fmt: str) -> None:
 
     if fmt == "json":
         emit_json(res.to_json(), "patchflow.livepatch/1")
+        if (k := res.detail(BundleCheckDetails)) is not None:
+            _shout(k.not_verified)
         return
     colour = {"pass": "green", "warn": "yellow", "skip": "yellow"}.get(res.status.value, "red")
     click.secho(f"{res.stage}: {res.status.value.upper()}: {res.summary}", fg=colour)
@@ -46,8 +48,23 @@ def _emit(res: StageResult, fmt: str) -> None:
     if (k := res.detail(BundleCheckDetails)) is not None:
         for p in k.problems:
             click.echo(f"  problem: {p}")
+        for ok in k.verified:
+            click.echo(f"  verified: {ok}")
         for n in k.notes:
             click.echo(f"  note: {n}")
+        _shout(k.not_verified)
+        if k.extracted:
+            click.echo(f"checked files written to {k.extracted}; install with: "
+                       f"sudo {k.extracted}/install.sh")
+
+
+def _shout(not_verified: tuple[str, ...]) -> None:
+    """What --insecure did not verify, on stderr, where nobody misses it."""
+    for nv in not_verified:
+        click.secho(f"NOT VERIFIED: {nv}", fg="red", bold=True, err=True)
+    if not_verified:
+        click.secho("WARNING: --insecure: nobody vouches for this bundle's origin", fg="red",
+                    bold=True, err=True)
 
 
 @click.group("livepatch")
@@ -113,6 +130,8 @@ def build_cmd(ctx: Ctx, series: str, target: str | None, patch: Path | None,
     from patchflow.livepatch.stage import build_module
 
     user_name(series, "series")
+    if name is not None:
+        user_name(name, "module")
     if bool(source) != bool(build_dir):
         raise UserError("--source and --build-dir go together")
     tree = BuiltTree(source.absolute(), build_dir.absolute()) if source and build_dir else None
@@ -162,47 +181,94 @@ def verify_cmd(ctx: Ctx, module: Path, kernel: Path | None, target: str | None, 
 @click.option("--verify-json", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Verification result to record (default: next to the module).")
 @click.option("--sign-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Private key (PEM) that signs the module, with --sign-cert.")
+              help="Private key (PEM) that signs the bundle: a detached CMS signature over "
+                   "manifest.json, and the module itself through the kernel's scripts/sign-file. "
+                   "Give it with --sign-cert.")
 @click.option("--sign-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="X.509 certificate (PEM) of --sign-key.")
+              help="X.509 certificate (PEM) of --sign-key, embedded in the signature. `livepatch "
+                   "check --trust` accepts the bundle when this certificate, or one that issued "
+                   "it, is in the trust root.")
+@click.option("--unsigned", is_flag=True,
+              help="Make a bundle without a signature; `livepatch check` refuses it unless "
+                   "--insecure.")
+@click.option("--transition-timeout", type=click.IntRange(1, 3600), default=None,
+              help="Seconds install.sh and rollback.sh wait for a transition before reversing "
+                   "it [default: livepatch.transition_timeout, 60].")
 @click.option("--version", "revision", type=click.IntRange(1, 999), default=None,
               help="Series revision.")
 @click.option("--message-id", default="", help="lore message-id of the series cover.")
 @pass_ctx
 def bundle_cmd(ctx: Ctx, build_json: Path, output: Path, verify_json: Path | None,
-               sign_key: Path | None, sign_cert: Path | None, revision: int | None,
-               message_id: str) -> None:
-    """Make a rollout bundle from a build's BUILD_JSON (written by `livepatch build`)."""
-    import json
+               sign_key: Path | None, sign_cert: Path | None, unsigned: bool,
+               transition_timeout: int | None, revision: int | None, message_id: str) -> None:
+    """Make a rollout bundle from a build's BUILD_JSON (written by `livepatch build`).
 
-    from patchflow.errors import NotFound
-    from patchflow.livepatch.bundle import bundle_from_build
+    Exit 2 on bad input: a build record that did not pass, a missing key, a
+    kernel without a build-id.
+    """
+    from patchflow.errors import NotFound, UserError
+    from patchflow.livepatch.bundle import Signer, bundle_from_build, read_build_record
 
+    if bool(sign_key) != bool(sign_cert):
+        raise UserError("--sign-key and --sign-cert go together")
+    if not sign_key and not unsigned:
+        raise UserError("give --sign-key and --sign-cert (or --unsigned for a bundle that "
+                        "`livepatch check` accepts only with --insecure)")
+    if sign_key and unsigned:
+        raise UserError("--unsigned and --sign-key exclude each other")
+    record = read_build_record(build_json)
     msgids: dict[int, str] = {}
-    try:
-        series = json.loads(build_json.read_text()).get("details", {}).get("series", "")
-        if series:
-            msgids = {v.revision: v.msgids[-1] for v in ctx.ws.config.series(series).versions}
-    except (ValueError, AttributeError, NotFound):
-        msgids = {}  # a series not tracked in config is fine for a bundle
+    if record.series:
+        try:
+            msgids = {v.revision: v.msgids[-1]
+                      for v in ctx.ws.config.series(record.series).versions}
+        except NotFound:
+            msgids = {}  # a series not tracked in config is fine for a bundle
+    signer = Signer(sign_key, sign_cert) if sign_key and sign_cert else None
+    timeout = transition_timeout or ctx.ws.settings.livepatch.transition_timeout
     out = bundle_from_build(build_json, output, cache=ctx.ws.cache_dir("livepatch"),
-                            verify_json=verify_json, sign_key=sign_key, sign_cert=sign_cert,
-                            revision=revision, message_id=message_id, series_msgids=msgids)
-    click.echo(f"bundle written: {out}")
+                            verify_json=verify_json, signer=signer, revision=revision,
+                            message_id=message_id, series_msgids=msgids,
+                            transition_timeout=timeout)
+    click.echo(f"bundle written: {out}" + ("" if signer else " (UNSIGNED)"))
 
 
 @livepatch_cmd.command("check")
 @click.argument("bundle", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--kernel-release", help="Expected kernel release (default: uname -r).")
-@click.option("--build-id", help="Expected vmlinux build-id (default: /sys/kernel/notes).")
-@click.option("--cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Certificate to verify the module signature with.")
+@click.option("--trust", type=click.Path(exists=True, path_type=Path),
+              help="Trust root: a PEM certificate, or a folder of *.pem/*.crt; the signer of "
+                   "manifest.json must be one of them or issued by one [default: [bundle] trust "
+                   "in the workspace config.toml].")
+@click.option("--insecure", is_flag=True,
+              help="Check without a trust root: the signature is NOT verified, and the check "
+                   "says so.")
+@click.option("--kernel-release", help="Check for another host: its `uname -r` (with --build-id)"
+                                       " [default: this host's].")
+@click.option("--build-id", help="That host's vmlinux build-id (with --kernel-release) "
+                                 "[default: this host's, from /sys/kernel/notes].")
+@click.option("--extract", type=click.Path(file_okay=False, path_type=Path),
+              help="After a pass, write the checked files to DIR/<name>/ (never use tar).")
 @format_option
-def check_cmd(bundle: Path, kernel_release: str | None, build_id: str | None, cert: Path | None,
+@pass_ctx
+def check_cmd(ctx: Ctx, bundle: Path, trust: Path | None, insecure: bool,
+              kernel_release: str | None, build_id: str | None, extract: Path | None,
               fmt: str) -> None:
-    """Refuse a tampered BUNDLE or one built for another kernel (exit 1)."""
+    """Verify BUNDLE against a trust root and a kernel, then (--extract) unpack it.
+
+    Exit 0: verified (with --insecure: all but the signature); 1: refused,
+    every reason listed (altered, not signed by the trust root, another
+    kernel); 2: could not check (no trust root, bad option, unreadable
+    /sys/kernel/notes).
+    """
+    from patchflow.errors import UserError
     from patchflow.livepatch.bundle import check_bundle
 
-    res = check_bundle(bundle, kernel_release=kernel_release, build_id=build_id, cert=cert)
+    if trust is not None and insecure:
+        raise UserError("--trust and --insecure exclude each other")
+    if trust is None and not insecure:
+        configured = ctx.settings_if_any().bundle.trust
+        trust = Path(configured) if configured else None
+    res = check_bundle(bundle, trust=trust, insecure=insecure, kernel_release=kernel_release,
+                       build_id=build_id, extract=extract)
     _emit(res, fmt)
-    exit_with(0 if res.status is Status.PASS else res.status.exit_code)
+    exit_with(res.status.exit_code)

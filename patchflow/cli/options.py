@@ -7,6 +7,7 @@ Every option that more than one command takes is declared here once
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -37,12 +38,29 @@ class Ctx:
         self.debug = debug
         self._ws: Workspace | None = None
         self._state: State | None = None
+        #: runs this command started and has not finished (see :meth:`close`)
+        self._open_runs: list[str] = []
+        #: set by the CLI when the command ended on SIGINT/SIGTERM
+        self.interrupted = False
 
     @property
     def ws(self) -> Workspace:
         if self._ws is None:
             self._ws = Workspace.open(self._workspace_arg, self._config_arg)
         return self._ws
+
+    def settings_if_any(self) -> WorkspaceConfig:
+        """The workspace's settings without creating a workspace (``livepatch check`` on a host)."""
+        from patchflow.config import load_workspace_config, with_env
+
+        if self._ws is not None:
+            return self._ws.settings
+        root = self._workspace_arg or Workspace.default_root()
+        return with_env(load_workspace_config(root / "config.toml"))
+
+    def run_finished(self, run_id: str) -> None:
+        if run_id in self._open_runs:
+            self._open_runs.remove(run_id)
 
     @property
     def state(self) -> State:
@@ -51,7 +69,20 @@ class Ctx:
         return self._state
 
     def close(self) -> None:
+        """Close the state; a run the command never finished is recorded as such.
+
+        An interrupted command (SIGINT, SIGTERM) leaves its run "interrupted",
+        one that ended on an error "error", never "running" forever
+        (tests/integration/test_signals.py).
+        """
+        from patchflow.errors import StateError
+
         if self._state is not None:
+            for run_id in self._open_runs:
+                with contextlib.suppress(StateError):
+                    self._state.finish_run(run_id, "interrupted" if self.interrupted
+                                           else "error")
+            self._open_runs.clear()
             self._state.close()
             self._state = None
 
@@ -63,6 +94,7 @@ class Ctx:
         from patchflow.workspace import reproduce_cmdline
 
         run_id = self.state.start_run(command, reproduce_cmdline())
+        self._open_runs.append(run_id)
         run_dir = self.ws.runs_dir / run_id
         run_dir.mkdir(parents=True, exist_ok=True)
         return StageContext.make(
@@ -193,3 +225,4 @@ def finish_run(ctx: Ctx, stage_ctx: StageContext, results: Sequence[Any]) -> Non
                          if stage_ctx.series else None, revision=stage_ctx.revision,
                          samples=sample_rows(r))
     ctx.state.finish_run(run_id, verdict_status(exit_code(r.status for r in results)))
+    ctx.run_finished(run_id)

@@ -509,17 +509,23 @@ def execute(ws: Workspace, state: State, series: SeriesConfig, *, targets: Seque
     run_dir.mkdir(parents=True, exist_ok=True)
     ctx = GateContext(ws=ws, state=state, series=series, revision=revision, run_id=run_id,
                       run_dir=run_dir, settings=settings or ws.settings, debug=debug)
-    vers = dict(versions) if versions is not None else tool_versions()
+    vers: dict[str, str] = dict(versions) if versions is not None else {}
 
     def meta(run: GateRun | None) -> dict[str, Any]:
         return metadata(ctx, run, targets=targets, stages=chosen, started=started,
                         reproduce=reproduce, versions=vers)
 
-    atomic_write_json(run_dir / "metadata.json", meta(None))
     run = GateRun(run_id=run_id, run_dir=run_dir, entries=[], interrupted=True)
     try:
+        # from start_run on, an interrupt (even during the tool probes) leaves the records
+        # (tests/integration/test_signals.py)
+        if versions is None:
+            vers.update(tool_versions())
+        atomic_write_json(run_dir / "metadata.json", meta(None))
         run = run_gate(ctx, stage_list, targets, selected=selected, force=force,
                        on_result=on_result)
+    except KeyboardInterrupt:
+        pass  # run stays interrupted=True with no entries; recorded below
     finally:
         # also on an exception escaping (--debug): leave the end record behind
         write_records(run_dir, results_doc(ctx, run, targets=targets, stages=chosen,

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from patchflow.config import check_name
+from patchflow.config import user_name
 from patchflow.context import StageContext
 from patchflow.errors import NotFound, UserError
 from patchflow.kernel.artefacts import locate, target_lock
@@ -69,7 +69,7 @@ def build_module(ctx: StageContext, series: str, *, patch: Path | None = None,
     target = ctx.target.name if ctx.target else None
     if tree is None and target is None:
         raise UserError("give --target, or both --source and --build-dir")
-    mod = check_name(name, "module") if name else module_name(series)
+    mod = user_name(name, "module") if name else module_name(series)
     outdir = (out or ctx.ws.root / "livepatch" / series / (target or "custom")).absolute()
     outdir.mkdir(parents=True, exist_ok=True)
     if target is not None and tree is None:
@@ -134,7 +134,7 @@ def verify_module(ctx: StageContext, module: Path, *, kernel: Path | None = None
     except OSError as exc:
         raise UserError(f"{module}: cannot be read ({exc.strerror})") from None
     lp = ctx.settings.livepatch
-    spec = VerifySpec(name=check_name(name, "module"), effect_cmd=effect_cmd, expect=expect,
+    spec = VerifySpec(name=user_name(name, "module"), effect_cmd=effect_cmd, expect=expect,
                       timeout=timeout if timeout is not None else lp.transition_timeout,
                       stress_seconds=stress_seconds if stress_seconds is not None
                       else lp.stress_seconds)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from patchflow import gitrepo, runner
-from patchflow.config import SeriesConfig, check_msgid
+from patchflow.config import SeriesConfig, check_msgid, user_name
 from patchflow.demo.mirror import split_mbox
 from patchflow.errors import CommandTimeout, MirrorError, NotFound, SeriesError, UserError
 from patchflow.result import Progress
@@ -447,6 +447,10 @@ def fetch(ws: Workspace, state: State, what: str, *, revision: int | None = None
           progress: Progress | None = None) -> FetchReport:
     """Fetch a tracked series (by name) or any thread (by message-id) and store it."""
     say = progress or (lambda _m: None)
+    if name is not None:
+        # it becomes a folder under the workspace's mbox/ and a state key: validated
+        # before anything is fetched (tests/unit/test_attacks.py::test_names_fetch_name)
+        user_name(name, "series")
     cfg: SeriesConfig | None = None
     if "@" not in what:
         cfg = ws.config.series(what)

@@ -4,7 +4,8 @@ Needs a built 6.12 kernel with MODULES/LIVEPATCH/FTRACE (targets/kconfig):
 the base build of ``linux-6.12.y`` in the shared cache (``patchflow build``),
 or ``PATCHFLOW_LIVEPATCH_TREE=SOURCE:BUILD``.  Each patch is generated with
 the native backend, then the *unpatched* kernel boots, loads the module,
-shows the effect from userspace, runs stress-ng, and rolls back.
+shows the effect from userspace, runs stress-ng, and rolls back.  Bundles
+(signed, tampered, their scripts in a guest) are in test_bundle_trust.py.
 """
 
 from __future__ import annotations
@@ -16,13 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from patchflow.livepatch.bundle import (
-    build_bundle,
-    check_bundle,
-    ensure_sign_file,
-    sign_module,
-    vmlinux_build_id,
-)
 from patchflow.livepatch.elf import SHN_LIVEPATCH, ElfObject
 from patchflow.livepatch.generate import BuiltTree, analyze, generate
 from patchflow.livepatch.results import LivepatchBuildDetails
@@ -138,62 +132,3 @@ def test_struct_layout_change_refused(tree: tuple[BuiltTree, Path], workdir: Pat
         ("struct-layout", rel, "struct reclaim_stat")]
     res = generate(patch, kt, workdir / "struct-gen", name="lp_struct")
     assert res.status is Status.FAIL and "struct reclaim_stat" in res.summary
-
-
-def test_bundle_signed_with_sign_file(tree: tuple[BuiltTree, Path], workdir: Path) -> None:
-    kt, _ = tree
-    res = generate((DATA / "patches" / "cmdline.patch").read_text(), kt, workdir / "bundle",
-                   name="lp_bundle", series="cmdline")
-    assert res.status is Status.PASS
-    d = res.detail(LivepatchBuildDetails)
-    assert d is not None
-    ko = Path(d.module)
-    key, cert = workdir / "k.pem", workdir / "c.pem"
-    run(["openssl", "req", "-new", "-nodes", "-utf8", "-sha256", "-days", "1", "-batch", "-x509",
-         "-subj", "/CN=patchflow test", "-newkey", "rsa:2048", "-out", str(cert), "-keyout", str(key)])
-    sign_module(ko, sign_file=ensure_sign_file(kt.source, kt.build, workdir / "tools"),
-                key=key, cert=cert)
-    bid = vmlinux_build_id(kt.vmlinux)
-    assert bid
-    out = build_bundle(ko, {"series": "cmdline", "kernel_release": kt.release(), "build_id": bid,
-                            "functions": _functions(d), "backend": "native"},
-                       workdir / "b.tar.gz")
-    ok = check_bundle(out, kernel_release=kt.release(), build_id=bid, cert=cert)
-    assert ok.status is Status.PASS, ok.summary
-    assert check_bundle(out, kernel_release="6.1.192", build_id=bid).status is Status.FAIL
-
-
-def test_bundle_install_and_rollback_scripts_in_guest(tree: tuple[BuiltTree, Path],
-                                                      workdir: Path) -> None:
-    """The SRE path: the bundle's own install.sh/rollback.sh, run by busybox in the guest."""
-    import tarfile
-
-    from patchflow.boot import qemu
-
-    kt, bzimage = tree
-    res = generate((DATA / "patches" / "cmdline.patch").read_text(), kt, workdir / "scripts",
-                   name="lp_scripts", series="cmdline")
-    assert res.status is Status.PASS
-    d = res.detail(LivepatchBuildDetails)
-    assert d is not None
-    out = build_bundle(Path(d.module),
-                       {"series": "cmdline", "kernel_release": kt.release(),
-                        "build_id": vmlinux_build_id(kt.vmlinux),
-                        "functions": _functions(d), "backend": "native"},
-                       workdir / "scripts.tar.gz")
-    dest = workdir / "scripts-x"
-    with tarfile.open(out) as tar:
-        tar.extractall(dest, filter="data")
-    files = tuple((p, f"/bundle/{p.name}") for p in (dest / "lp_scripts").iterdir())
-    snip = ("chmod +x /bundle/*.sh\npf_run install /bundle/install.sh\n"
-            "pf_run effect cat /proc/cmdline\npf_run rollback /bundle/rollback.sh\n"
-            "pf_run effect-after cat /proc/cmdline\npf_file modules /proc/modules")
-    initrd = qemu.initramfs(_cache(), qemu.GuestSpec(snippets=(("bundle", snip),), files=files))
-    run_ = qemu.boot(bzimage, initrd, log=workdir / "scripts.console.log", timeout=300)
-    assert run_.result.status is Status.PASS, run_.result.summary
-    got = {k: v.decode().strip() for k, v in run_.files.items()}
-    assert got["install.rc"] == "0", got["install"]
-    assert "livepatch=cmdline" in got["effect"]
-    assert got["rollback.rc"] == "0", got["rollback"]
-    assert "livepatch=cmdline" not in got["effect-after"]
-    assert "lp_scripts" not in got.get("modules", "")
