@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,12 @@ def test_gate_on_offline_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PATCHFLOW_BENCH_PROFILE", "smoke")
     monkeypatch.setenv("PATCHFLOW_BENCH_REPS", "3")
     monkeypatch.setenv("PATCHFLOW_LIVEPATCH_STRESS", "10")
-    ws = Workspace.open(tmp_path / "ws", REPO)
+    # a copy of the config dir: a gate stores its backport queue there, and the
+    # checkout's own series/ must not change under a test
+    cfg_dir = tmp_path / "cfg"
+    for sub in ("series", "targets"):
+        shutil.copytree(REPO / sub, cfg_dir / sub)
+    ws = Workspace.open(tmp_path / "ws", cfg_dir)
     monkeypatch.setenv("PATCHFLOW_WORKSPACE", str(ws.root))
     cfg = ws.config.series(DEMO_SERIES)
     mirror = publish(ws, cfg, lambda _m: None)
@@ -56,7 +62,7 @@ def test_gate_on_offline_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             series.fetch(ws, st, DEMO_SERIES)
         tree.prepare_tree(ws, TARGET)
         runner = CliRunner()
-        args = ["-C", str(REPO), "gate", DEMO_SERIES, "-t", TARGET, "--out", str(tmp_path / "run")]
+        args = ["-C", str(cfg_dir), "gate", DEMO_SERIES, "-t", TARGET, "--out", str(tmp_path / "run")]
         first = runner.invoke(cli, args)
         # the demo series is correct, builds, boots and live-patches: the verdict is a pass
         assert first.exit_code == 0, first.output
