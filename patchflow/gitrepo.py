@@ -590,3 +590,33 @@ def identity(cwd: Path | None = None) -> str | None:
         return sender
     name, email = config_value("user.name", cwd), config_value("user.email", cwd)
     return f"{name} <{email}>" if name and email else None
+
+
+# --------------------------------------------------------------------------- scratch repositories
+
+
+def init_scratch(path: Path, alternate: Path | None = None) -> None:
+    """A bare throwaway repository; *alternate* (a git dir) lends it its objects, read-only."""
+    run_git(["init", "--quiet", "--bare", str(path)])
+    configure(path)
+    if alternate is not None and (alternate / "objects").is_dir():
+        (path / "objects" / "info" / "alternates").write_text(f"{alternate / 'objects'}\n")
+
+
+def write_blob(repo: Path, text: str) -> str:
+    """Store *text* as a blob (``git hash-object -w``); its id."""
+    return out(repo, "hash-object", "-w", "--stdin", input=text)
+
+
+def write_tree(repo: Path, index: Path) -> str:
+    return out(repo, "write-tree", env={"GIT_INDEX_FILE": str(index)})
+
+
+def commit_tree(repo: Path, tree: str, parent: str | None, message: str, who: Identity,
+                committer: Identity | None = None) -> str:
+    env = who.env()
+    if committer is not None:
+        env.update({"GIT_COMMITTER_NAME": committer.name, "GIT_COMMITTER_EMAIL": committer.email,
+                    "GIT_COMMITTER_DATE": committer.date})
+    argv = ["commit-tree", tree, "-F", "-"] + (["-p", parent] if parent else [])
+    return out(repo, *argv, env=env, input=message)
