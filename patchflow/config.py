@@ -185,6 +185,48 @@ def load_series(path: Path) -> SeriesConfig:
                         notes=raw.notes)
 
 
+#: first line of a series file written by ``patchflow series track``: such a file is
+#: rewritten whole when postings are added; a hand-written one only gets lines appended
+SERIES_WRITTEN_BY = "# Written by `patchflow series track`; `series fetch NAME --check-newer` adds to it."
+
+
+def render_series(cfg: SeriesConfig) -> str:
+    """The TOML text of *cfg* (strings through ``json.dumps``: a valid TOML basic string)."""
+    import json
+
+    def q(v: str) -> str:
+        return json.dumps(v)
+
+    lines = [SERIES_WRITTEN_BY, f"title = {q(cfg.title)}", f"author = {q(cfg.author)}",
+             f"list_address = {q(cfg.list_address)}", f"upstream_base = {q(cfg.upstream_base)}",
+             f"targets = [{', '.join(q(t) for t in cfg.targets)}]", "", "[versions]"]
+    for v in cfg.versions:
+        lines.append(f"v{v.revision} = [{', '.join(q(m) for m in v.msgids)}]")
+    return "\n".join(lines) + "\n"
+
+
+def write_series(path: Path, text: str) -> SeriesConfig:
+    """Validate *text* with :func:`load_series`, then put exactly those bytes at *path*.
+
+    The text is written to a file of the same name in a private folder next to
+    *path*, loaded from there, and moved into place with ``os.replace``: a
+    reader sees the old file or the new, valid one, never half of either
+    (tests/unit/test_series_track.py::test_write_series_refuses_invalid).
+    """
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".track-") as tmpd:
+        tmp = Path(tmpd) / path.name
+        tmp.write_text(text, encoding="utf-8")
+        try:
+            cfg = load_series(tmp)
+        except ConfigError as exc:
+            raise ConfigError(path, exc.key, exc.message) from None
+        os.replace(tmp, path)
+    return dataclasses.replace(cfg, path=path)
+
+
 # --------------------------------------------------------------------------
 # targets
 

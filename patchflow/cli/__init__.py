@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 import click
 
 from patchflow import __version__
-from patchflow.cli.options import Ctx
+from patchflow.cli.options import Ctx, quiet_option
 
 EPILOG = """\b
 Exit codes:
@@ -84,35 +84,68 @@ class PatchflowGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(n, COMMANDS[n][1]) for n in self.list_commands(ctx)])
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["patchflow.json"] = wants_json(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         from patchflow.errors import PatchflowError
 
         debug = bool(ctx.params.get("debug"))
+        as_json = bool(ctx.meta.get("patchflow.json"))
         try:
             return super().invoke(ctx)
         except PatchflowError as exc:
             if debug:
                 raise
-            _error(str(exc))
-            raise click.exceptions.Exit(exc.exit_code) from None
+            _fail(str(exc), exc.exit_code, type(exc).__name__, as_json)
         except KeyboardInterrupt:
             if isinstance(ctx.obj, Ctx):
                 ctx.obj.interrupted = True
             click.echo("interrupted", err=True)
-            raise click.exceptions.Exit(2) from None
+            _fail("interrupted", 2, "Interrupted", as_json, shown=True)
         except OSError as exc:
             if debug:
                 raise
             where = f"{exc.filename}: " if exc.filename else ""
-            _error(f"{where}{exc.strerror or exc}")
-            raise click.exceptions.Exit(2) from None
+            _fail(f"{where}{exc.strerror or exc}", 2, type(exc).__name__, as_json)
         except sqlite3.DatabaseError as exc:
             # a page that went bad after State opened it (it checks them all at open); a
             # constraint or SQL error is a bug and keeps its traceback
             if debug or type(exc) not in (sqlite3.DatabaseError, sqlite3.OperationalError):
                 raise
-            _error(f"state database: {exc}")
-            raise click.exceptions.Exit(2) from None
+            _fail(f"state database: {exc}", 2, "StateError", as_json)
+        except click.ClickException as exc:
+            # bad options and typos: click's own text, plus the JSON object under --format json
+            if not as_json:
+                raise
+            exc.show()
+            _fail(exc.format_message(), 2, type(exc).__name__, as_json, shown=True)
+
+
+def wants_json(args: list[str]) -> bool:
+    """Whether the command line asks for ``--format json`` (read before click parses it,
+    so that a bad option or a typo is reported as JSON too)."""
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--format=json" or (arg == "--format" and args[i + 1:i + 2] == ["json"]):
+            return True
+    return False
+
+
+def _fail(message: str, code: int, kind: str, as_json: bool, shown: bool = False) -> NoReturn:
+    """The one way an error leaves the CLI: one line on stderr, the same as a
+    ``patchflow.error/1`` object on stdout under ``--format json``, and *code*
+    (tests/unit/test_cli.py::test_json_errors)."""
+    if not shown:
+        _error(message)
+    if as_json:
+        import json
+
+        click.echo(json.dumps({"schema": "patchflow.error/1", "message": message,
+                               "kind": kind, "exit_code": code}, indent=2, sort_keys=True))
+    raise click.exceptions.Exit(code) from None
 
 
 def _error(message: str) -> None:
@@ -131,6 +164,7 @@ def _error(message: str) -> None:
               envvar="PATCHFLOW_CONFIG_DIR",
               help="Folder with series/ and targets/ [default: cwd or the patchflow checkout].")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug output.")
+@quiet_option
 @click.pass_context
 def cli(ctx: click.Context, workspace: str | None, config_dir: str | None, debug: bool) -> None:
     """Follow a lore patch series onto LTS kernels: fetch, backport, build,

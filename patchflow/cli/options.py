@@ -143,14 +143,32 @@ def interactive() -> bool:
     return sys.stdout.isatty() and not os.environ.get("CI")
 
 
+def quiet() -> bool:
+    """``-q/--quiet`` given, globally or to the command: progress lines are not printed."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.meta.get("patchflow.quiet"))
+
+
+def _set_quiet(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["patchflow.quiet"] = True
+
+
+def quiet_option(f: F) -> F:
+    """``-q/--quiet`` as b4 has it: only results and errors, no progress (also global)."""
+    return click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_set_quiet, help="Print results and errors only.")(f)
+
+
 def say_plain(msg: str) -> None:
-    click.echo(f"... {msg}", err=True)
+    if not quiet():
+        click.echo(f"... {msg}", err=True)
 
 
 @contextmanager
 def progress_sink(fmt: str = "text") -> Iterator[Callable[[str], None]]:
     """A rich spinner on a terminal, plain stderr lines in CI, nothing for --format json."""
-    if fmt == "json":
+    if fmt == "json" or quiet():
         yield lambda _msg: None
         return
     if interactive():

@@ -14,8 +14,8 @@ from patchflow.cli.options import Ctx, emit_json, format_option, pass_ctx, table
 def status_cmd(ctx: Ctx, series: str | None, fmt: str) -> None:
     """Matrix of series versions x targets: state and date of the last backport.
 
-    Series that were fetched but never backported are listed with "-".
-    An unknown SERIES is exit 2.
+    Versions that were fetched but never backported are listed as
+    "not-backported".  An unknown SERIES is exit 2.
     """
     from patchflow import typed
     from patchflow.backport.stage import status_matrix
@@ -27,14 +27,25 @@ def status_cmd(ctx: Ctx, series: str | None, fmt: str) -> None:
         raise NotFound(f"unknown series {series!r} (fetched: {', '.join(sorted(known)) or 'none'})")
     rows = status_matrix(ctx.state, series)
     if fmt == "json":
-        emit_json({"rows": [{**typed.dump(r), "updated": iso(r.updated) if r.updated else None}
-                            for r in rows]}, "patchflow.status/1")
+        emit_json({"rows": [{**typed.dump(r), "state": _state(r.state),
+                             "updated": iso(r.updated) if r.updated else None}
+                            for r in rows]}, "patchflow.status/2")
+        return
+    if not rows:
+        click.echo(f"{series}: tracked in {ctx.ws.config.series_dir / f'{series}.toml'}, "
+                   "nothing fetched yet" if series else "nothing fetched yet")
         return
     targets = sorted({r.target for r in rows if r.target != "-"})
     cells: dict[tuple[str, int], dict[str, str]] = {}
     for r in rows:
-        cell = f"{r.state} {iso(r.updated)[:16].replace('T', ' ')}" if r.updated else r.state
+        cell = f"{r.state} {iso(r.updated)[:16].replace('T', ' ')}" if r.updated else \
+            _state(r.state)
         cells.setdefault((r.series, r.revision), {})[r.target] = cell
     table(["series", "version", *(targets or ["backports"])],
-          [[s, f"v{v}", *[c.get(t, "-") for t in targets or ["-"]]]
+          [[s, f"v{v}", *[c.get(t, "not-backported") for t in targets or ["-"]]]
            for (s, v), c in cells.items()])
+
+
+def _state(state: str) -> str:
+    # status_matrix says "-" for a fetched version no target has had yet
+    return "not-backported" if state == "-" else state

@@ -9,7 +9,6 @@ through :class:`patchflow.state.State`; the raw mbox is kept in the workspace.
 
 from __future__ import annotations
 
-import difflib
 import email
 import email.policy
 import email.utils
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patchflow import gitrepo, runner
 from patchflow.config import SeriesConfig, check_msgid, user_name
@@ -31,6 +30,9 @@ from patchflow.errors import CommandTimeout, MirrorError, NotFound, SeriesError,
 from patchflow.result import Progress
 from patchflow.state import PatchRow, State, VersionRow
 from patchflow.workspace import Workspace, atomic_write
+
+if TYPE_CHECKING:
+    from patchflow.lore.rangediff import RangeDiff, RangeDiffEntry
 
 # "[PATCH v2 3/5] mm: foo", "[RFC PATCH 1/2] x", "[PATCH RESEND v3 0/4] y"
 SUBJECT_RE = re.compile(r"^\s*\[(?P<prefix>[^\]]*?)\]\s*(?P<title>.*)$", re.S)
@@ -117,6 +119,8 @@ class PostingRef:
     revision: int
     msgid: str
     subject: str = ""
+    #: the am-ready mbox b4 made of it, in the workspace ("" when not stored)
+    mbox: str = ""
 
 
 @dataclass
@@ -483,7 +487,7 @@ def fetch(ws: Workspace, state: State, what: str, *, revision: int | None = None
             title = parse_subject(posting.subject)[3]
         title = title or parse_subject(posting.subject)[3]
         row, changed = _store(ws, state, report.series, title, posting, allow_partial)
-        ref = PostingRef(row.revision, row.msgid, row.subject)
+        ref = PostingRef(row.revision, row.msgid, row.subject, row.mbox_path)
         (report.stored if changed else report.unchanged).append(ref)
 
     if check_newer:
@@ -497,9 +501,10 @@ def fetch(ws: Workspace, state: State, what: str, *, revision: int | None = None
                 row, changed = _store(ws, state, report.series, title, posting, allow_partial)
                 report.newer.append(posting.revision)
                 if changed:
-                    report.stored.append(PostingRef(row.revision, row.msgid, row.subject))
+                    report.stored.append(PostingRef(row.revision, row.msgid, row.subject,
+                                                    row.mbox_path))
                 report.notes.append(f"newer revision found: v{posting.revision} "
-                                    f"({posting.msgid}); add it to the series file")
+                                    f"({posting.msgid})")
             else:
                 report.notes.append(f"no revision newer than v{newest.revision}")
 
@@ -550,85 +555,7 @@ def load_version(ws: Workspace, state: State, series: str,
 
 
 # --------------------------------------------------------------------------
-# range-diff between versions
-
-
-@dataclass(frozen=True)
-class RangeDiffEntry:
-    old: int | None
-    new: int | None
-    mark: str  # "=" same, "!" changed, "<" dropped, ">" added
-    subject: str
-    interdiff: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"old": self.old, "new": self.new, "mark": self.mark, "subject": self.subject,
-                "interdiff": self.interdiff}
-
-
-def _normalise(text: str) -> list[str]:
-    """The patch as range-diff compares it: message and diff, without volatile lines."""
-    msg = email.message_from_string(text, policy=email.policy.compat32)
-    body = _payload(msg)
-    message, diff = split_patch(body)
-    lines = [f"Subject: {parse_subject(str(msg.get('Subject', '')))[3]}", ""]
-    lines += message.rstrip().splitlines()
-    for ln in diff.splitlines():
-        if ln.startswith("index ") or re.match(r"^-- ?$", ln):
-            continue
-        lines.append(re.sub(r"^(@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@).*$", r"\1", ln))
-    return lines
-
-
-def range_diff(old: Sequence[tuple[PatchRow, str]],
-               new: Sequence[tuple[PatchRow, str]]) -> list[RangeDiffEntry]:
-    """Pair patches of two versions (patch-id first, then subject, then content)."""
-    unmatched_old = list(range(len(old)))
-    pairs: dict[int, int] = {}
-    # 1. identical patch-id
-    for j, (np_, _t) in enumerate(new):
-        for i in unmatched_old:
-            if old[i][0].patch_id == np_.patch_id:
-                pairs[j] = i
-                unmatched_old.remove(i)
-                break
-    # 2. same subject, 3. most similar content above a threshold
-    for j, (np_, _t) in enumerate(new):
-        if j in pairs:
-            continue
-        for i in unmatched_old:
-            if old[i][0].subject == np_.subject:
-                pairs[j] = i
-                unmatched_old.remove(i)
-                break
-    for j, (_np, ntext) in enumerate(new):
-        if j in pairs or not unmatched_old:
-            continue
-        nlines = _normalise(ntext)
-        scored = [(difflib.SequenceMatcher(None, _normalise(old[i][1]), nlines).ratio(), i)
-                  for i in unmatched_old]
-        best, i = max(scored)
-        if best >= 0.5:
-            pairs[j] = i
-            unmatched_old.remove(i)
-    entries: list[RangeDiffEntry] = []
-    for j, (np_, ntext) in enumerate(new):
-        if j not in pairs:
-            entries.append(RangeDiffEntry(None, np_.idx, ">", np_.subject))
-            continue
-        op, otext = old[pairs[j]]
-        if op.patch_id == np_.patch_id and op.subject == np_.subject and \
-                _normalise(otext)[2:] == _normalise(ntext)[2:]:
-            entries.append(RangeDiffEntry(op.idx, np_.idx, "=", np_.subject))
-            continue
-        inter = "\n".join(difflib.unified_diff(
-            _normalise(otext), _normalise(ntext), f"v-old {op.idx}/{op.total}",
-            f"v-new {np_.idx}/{np_.total}", lineterm="", n=2))
-        entries.append(RangeDiffEntry(op.idx, np_.idx, "!", np_.subject, inter))
-    for i in unmatched_old:
-        entries.append(RangeDiffEntry(old[i][0].idx, None, "<", old[i][0].subject))
-    entries.sort(key=lambda e: (e.new if e.new is not None else 10_000 + (e.old or 0)))
-    return entries
+# range-diff between versions (git's own: patchflow.lore.rangediff)
 
 
 def version_texts(fv: FetchedVersion) -> list[tuple[PatchRow, str]]:
@@ -640,20 +567,27 @@ def version_texts(fv: FetchedVersion) -> list[tuple[PatchRow, str]]:
     return list(zip(fv.patches, texts, strict=True))
 
 
-def diff_versions(ws: Workspace, state: State, series: str, a: int, b: int) -> list[RangeDiffEntry]:
-    return range_diff(version_texts(load_version(ws, state, series, a)),
-                      version_texts(load_version(ws, state, series, b)))
+def diff_versions_full(ws: Workspace, state: State, series: str, a: int, b: int) -> RangeDiff:
+    """``git range-diff`` of two fetched versions, each applied onto its base."""
+    from patchflow.lore.rangediff import range_diff
+    from patchflow.trees.repo import repo_path_for
+
+    va, vb = load_version(ws, state, series, a), load_version(ws, state, series, b)
+    shared = repo_path_for(ws.cache)
+    return range_diff(ws, (a, va.row.base_commit, version_texts(va)),
+                      (b, vb.row.base_commit, version_texts(vb)),
+                      objects_from=shared if (shared / "objects").is_dir() else None)
+
+
+def diff_versions(ws: Workspace, state: State, series: str, a: int,
+                  b: int) -> list[RangeDiffEntry]:
+    return list(diff_versions_full(ws, state, series, a, b).entries)
 
 
 def format_range_diff(entries: Sequence[RangeDiffEntry], a: int, b: int) -> str:
-    out = []
-    for e in entries:
-        o = f"{e.old}" if e.old is not None else "-"
-        n = f"{e.new}" if e.new is not None else "-"
-        out.append(f"{o:>3}: v{a} {e.mark} {n:>3}: v{b}  {e.subject}")
-        if e.interdiff:
-            out.extend("    " + ln for ln in e.interdiff.splitlines())
-    return "\n".join(out)
+    from patchflow.lore.rangediff import format_text
+
+    return format_text(entries, a, b)
 
 
 def to_json(rows: Sequence[VersionRow], state: State) -> list[dict[str, Any]]:
@@ -664,6 +598,24 @@ def to_json(rows: Sequence[VersionRow], state: State) -> list[dict[str, Any]]:
         out.append({"revision": r.revision, "msgid": r.msgid, "posted": r.posted,
                     "subject": r.subject, "author": r.author, "in_use": used,
                     "partial": r.partial, "attestation": r.attestation,
-                    "fetched": datetime.fromtimestamp(r.fetched, UTC).isoformat(),
+                    "fetched": datetime.fromtimestamp(r.fetched, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                     "patches": [json.loads(json.dumps(p.__dict__)) for p in state.patches(r.id)]})
     return out
+
+
+def write_am_mbox(ws: Workspace, state: State, series: str, revision: int,
+                  outdir: Path) -> tuple[Path, int]:
+    """Copy the am-ready mbox b4 made of *series* v*revision* to ``outdir/NAME-vN.mbx``.
+
+    The stored file is checked against the sha256 recorded when it was
+    fetched, so what ``git am`` gets is what b4 delivered.
+    """
+    user_name(series, "series")
+    fv = load_version(ws, state, series, revision)
+    data = fv.mbox_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != fv.row.mbox_sha256:
+        raise SeriesError(f"{fv.mbox_path} changed since it was fetched (sha256 differs); "
+                          f"fetch {series} v{revision} again")
+    out = outdir / f"{series}-v{revision}.mbx"
+    atomic_write(out, data)
+    return out, len(fv.patches)

@@ -125,7 +125,7 @@ def test_check_newer_finds_v3(lore: LocalLore, series_dir: Path,
     assert rc == 0, out
     assert f"newer revision found: v3 ({threads.v3.cover_msgid})" in out
     rc, out = _invoke(["series", "list", "--format", "json"])
-    assert json.loads(out)["series"][0]["versions"] == ["v1", "v2", "v3"]
+    assert json.loads(out)["series"][0]["revisions"] == [1, 2, 3]
 
 
 def test_fetch_by_msgid(lore: LocalLore, threads: lorefixtures.Fixtures) -> None:

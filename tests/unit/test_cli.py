@@ -43,7 +43,7 @@ def test_series_list_json_empty_workspace() -> None:
     res = CliRunner().invoke(cli, ["series", "list", "--format", "json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
-    assert doc["schema"] == "patchflow.series-list/1"
+    assert doc["schema"] == "patchflow.series-list/2"
     assert "batch-tlb-flush" in [r["name"] for r in doc["series"]]
 
 
@@ -141,3 +141,30 @@ def test_exit_codes_through_the_installed_script(tmp_path: Path, args: list[str]
 def test_top_level_typo_gets_a_suggestion() -> None:
     res = CliRunner().invoke(cli, ["serise", "list"])
     assert res.exit_code == 2 and "Did you mean 'series'?" in res.output
+
+
+@pytest.mark.parametrize(("args", "kind"), [
+    (["status", "NOSUCH", "--format", "json"], "NotFound"),
+    (["series", "diff", "x", "v1", "vx", "--format=json"], "BadParameter"),
+    (["series", "list", "--bogus", "--format", "json"], "NoSuchOption"),
+    (["statsu", "--format", "json"], "UsageError"),
+])
+def test_json_errors(args: list[str], kind: str) -> None:
+    """Under --format json an error is one patchflow.error/1 object on stdout, same exit code."""
+    proc = subprocess.run([sys.executable, "-m", "patchflow", *args], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["schema"] == "patchflow.error/1" and doc["exit_code"] == 2
+    assert doc["kind"] == kind and doc["message"]
+    assert "Traceback" not in proc.stderr
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 2 and json.loads(res.stdout)["kind"] == kind
+
+
+def test_wants_json_stops_at_double_dash() -> None:
+    from patchflow.cli import wants_json
+
+    assert wants_json(["series", "show", "x", "--format", "json"])
+    assert not wants_json(["series", "fetch", "--", "--format", "json"])
+    assert not wants_json(["series", "show", "json"])

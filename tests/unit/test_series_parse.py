@@ -17,7 +17,6 @@ from patchflow.lore.series import (
     parse_b4_output,
     parse_subject,
     parse_trailers,
-    range_diff,
 )
 
 DATA = Path(__file__).parent.parent / "data" / "b4"
@@ -118,12 +117,20 @@ def _text(subject: str, line: str) -> str:
             f"@@ -1,1 +1,8 @@\n-a\n{body}\n")
 
 
-def test_range_diff_pairs_by_patch_id_subject_and_content() -> None:
+def test_range_diff_is_gits_on_reconstructed_bases(tmp_path: Path) -> None:
+    """No base anywhere: pre-images are rebuilt from the patches and git pairs them
+    (the row subjects are not used: "mm: a renamed" is the same mail, so "=")."""
+    from patchflow.lore.rangediff import range_diff
+    from patchflow.workspace import Workspace
+
     old = [(_row(1, "mm: a", "p1"), _text("mm: a", "x")),
            (_row(2, "mm: b", "p2"), _text("mm: b", "y")),
            (_row(3, "mm: gone", "p3"), _text("mm: gone", "z"))]
     new = [(_row(1, "mm: a renamed", "p1"), _text("mm: a", "x")),
            (_row(2, "mm: b", "p9"), _text("mm: b", "y")[:-3] + "2\n"),
            (_row(3, "mm: new", "p7"), _text("mm: new", "q"))]
-    marks = [(e.old, e.new, e.mark) for e in range_diff(old, new)]
-    assert marks == [(1, 1, "!"), (2, 2, "!"), (None, 3, ">"), (3, None, "<")]
+    ws = Workspace.open(tmp_path / "ws", tmp_path)
+    rd = range_diff(ws, (1, "", old), (2, "", new))
+    marks = sorted(((e.old, e.new, e.mark) for e in rd.entries), key=str)
+    assert marks == sorted([(1, 1, "="), (2, 2, "!"), (3, None, "<"), (None, 3, ">")], key=str)
+    assert rd.old.kind == "reconstructed" and rd.old.reconstructed == ("x.c", "y.c", "z.c")
