@@ -44,13 +44,22 @@ def report_cmd(ctx: Ctx, sources: tuple[Path, ...], merge: bool, out: Path | Non
         out_dir = out or docs[0][0].parent
         doc = docs[0][1]
     who = (tested_by or _git_identity()) if mail else None
-    written = write_report(doc, out_dir, tested_by=who, write_results=merge)
+    # From: the configured identity (sendemail.from, else user.name/email), not --tested-by
+    sender = _sender() if mail else None
+    written = write_report(doc, out_dir, tested_by=who, write_results=merge,
+                           sender=sender or who)
     for p in (written.html, written.markdown, written.results, written.mail):
         if p is not None:
             click.echo(f"wrote {p}")
     click.echo(f"verdict: {doc.verdict.status} (exit {doc.verdict.exit_code})")
     if verdict:
         exit_with(doc.verdict.exit_code)
+
+
+def _sender() -> str | None:
+    from patchflow import gitrepo
+
+    return gitrepo.identity()
 
 
 def _git_identity() -> str:

@@ -419,6 +419,8 @@ def metadata(ctx: GateContext, run: GateRun | None, *, targets: Sequence[str],
 
 def series_block(ctx: GateContext) -> SeriesBlock:
     """What the report and the mail need to know about the series version."""
+    from patchflow.lore.series import stored_recipients
+
     s = ctx.series
     versions = [v for v in ctx.state.versions(s.name)
                 if ctx.revision is None or v.revision == ctx.revision]
@@ -427,7 +429,8 @@ def series_block(ctx: GateContext) -> SeriesBlock:
         return SeriesBlock(name=s.name, title=s.title, revision=ctx.revision, author=v.author
                            or s.author, list_address=s.list_address, msgid=v.msgid,
                            subject=v.subject, cover=v.cover, posted=v.posted,
-                           patches=len(ctx.state.patches(v.id)))
+                           patches=len(ctx.state.patches(v.id)),
+                           cc=stored_recipients(Path(v.mbox_path)).everyone)
     msgid = ""
     if ctx.revision is not None:
         try:

@@ -9,6 +9,7 @@ through :class:`patchflow.state.State`; the raw mbox is kept in the workspace.
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import email.utils
@@ -89,6 +90,8 @@ class Posting:
     attestation: dict[str, Any]
     missing: tuple[int, ...] = ()
     mbox: bytes = b""
+    #: the cover letter's recipients, from the raw thread (b4 am drops To and Cc)
+    recipients: Recipients | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -97,6 +100,19 @@ class Posting:
             h.update(f"{p.idx}\0{p.msgid}\0{p.patch_id}\0{'|'.join(p.trailers)}\n".encode())
         h.update(self.cover.encode())
         return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Recipients:
+    """Who the cover letter went to: what a reply-all keeps (see patchflow.report.mail)."""
+
+    to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+
+    @property
+    def everyone(self) -> tuple[str, ...]:
+        return self.to + self.cc
 
 
 @dataclass(frozen=True)
@@ -153,6 +169,31 @@ def b4_am_argv(msgid: str, outdir: Path, name: str, *, revision: int | None = No
         argv.append("-c")
     # "--" so that an id can never be taken for an option
     return [*argv, "--", msgid]
+
+
+def b4_mbox_argv(msgid: str, outdir: Path, name: str) -> list[str]:
+    """argv for ``b4 mbox``: the raw thread, every header kept (``b4 am`` drops To/Cc)."""
+    return ["b4", "mbox", "-C", "-o", str(outdir), "-n", name, "--", msgid]
+
+
+def recipients_of(thread: bytes, msgid: str) -> Recipients | None:
+    """To, Cc and References of message *msgid* in a raw thread mbox; None if absent."""
+    with tempfile.NamedTemporaryFile(suffix=".mbox") as tmp:
+        tmp.write(thread)
+        tmp.flush()
+        raws = split_mbox(Path(tmp.name))
+    for raw in raws:
+        msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        if _clean_msgid(msg.get("Message-Id")) != msgid:
+            continue
+        refs = tuple(m.strip("<>") for m in str(msg.get("References", "")).split() if "@" in m)
+        return Recipients(_addresses(msg, "To"), _addresses(msg, "Cc"), refs)
+    return None
+
+
+def _addresses(msg: Message, header: str) -> tuple[str, ...]:
+    pairs = email.utils.getaddresses([str(v) for v in msg.get_all(header, [])])
+    return tuple(email.utils.formataddr((n, a)) for n, a in pairs if "@" in a)
 
 
 def b4_env(midmask: str | None, cache_dir: Path, policy: str = "softfail") -> dict[str, str]:
@@ -402,7 +443,35 @@ def fetch_posting(ws: Workspace, msgid: str, *, revision: int | None = None,
         cover = out / "series.cover"
         posting = parse_am_mbox(mbx.read_bytes(), cover.read_bytes() if cover.exists() else None,
                                 output)
+        posting = dataclasses.replace(posting, recipients=_thread_recipients(
+            ws, posting.msgid, out, midmask, timeout))
     return posting, output
+
+
+def _thread_recipients(ws: Workspace, msgid: str, out: Path, midmask: str,
+                       timeout: float | None) -> Recipients | None:
+    """The cover letter's To/Cc from the raw thread; None when b4 mbox cannot get it
+    (the mail draft then has the list only, and says nothing false)."""
+    try:
+        res = runner.run(b4_mbox_argv(msgid, out, "thread"), cwd=out,
+                         env=b4_env(midmask, ws.cache_dir("b4")),
+                         timeout=timeout or ws.settings.lore.timeout, check=False,
+                         log=ws.root / "logs" / "b4.log")
+    except CommandTimeout:
+        return None
+    raw = out / "thread"
+    return recipients_of(raw.read_bytes(), msgid) if res.returncode == 0 and raw.is_file() \
+        else None
+
+
+def stored_recipients(mbox_path: Path) -> Recipients:
+    """The recipients recorded next to a stored mbox (empty when none were found)."""
+    side = mbox_path.with_suffix(".recipients.json")
+    try:
+        data = json.loads(side.read_text())
+        return Recipients(tuple(data["to"]), tuple(data["cc"]), tuple(data["references"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return Recipients()
 
 
 def _checked(msgid: str) -> str:
@@ -432,6 +501,10 @@ def _store(ws: Workspace, state: State, name: str, title: str, posting: Posting,
     # file first, then the row: a run killed in between leaves an orphan file, never a row
     # pointing at nothing (tests/integration/test_series_lore.py::test_killed_fetch)
     atomic_write(path, posting.mbox)
+    if posting.recipients is not None:
+        r = posting.recipients
+        atomic_write(path.with_suffix(".recipients.json"), json.dumps(
+            {"to": list(r.to), "cc": list(r.cc), "references": list(r.references)}, indent=2))
     vid, changed = state.store_version(
         name, title,
         {"revision": posting.revision, "msgid": posting.msgid, "posted": posting.posted,

@@ -1,8 +1,19 @@
-"""The mail draft: a plain-text reply to the series' cover letter, for the user to send."""
+"""The mail draft: a plain-text reply-all to the series' cover letter, for the user to send.
+
+Reply-all as kernel lists expect it (:func:`reply_headers`): threaded to the
+cover letter (In-Reply-To and References), To the author, Cc the list and
+everybody the cover letter went to, From the configured identity (``git
+config sendemail.from``, else ``user.name``/``user.email``); the sender is
+never Cc'd to themselves.  Numbers are called medians where they are
+(tests/unit/test_mail.py runs it on a recorded thread).
+"""
 
 from __future__ import annotations
 
+import email.utils
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from patchflow.report.render import environment
 from patchflow.report.view import ReportView
@@ -43,17 +54,43 @@ def tested_ok(view: ReportView) -> bool:
     return ran
 
 
-def render_mail(view: ReportView, tested_by: str) -> MailDraft:
-    """A plain-text reply to the cover letter, to be sent by the user (never by us)."""
-    s = view.series
-    subject = str(s["subject"])
+def _address(who: str) -> str:
+    return email.utils.parseaddr(who)[1].lower()
+
+
+def _unique(people: Sequence[str], drop: set[str]) -> list[str]:
+    out, seen = [], set(drop)
+    for p in people:
+        a = _address(p)
+        if a and a not in seen:
+            seen.add(a)
+            out.append(p)
+    return out
+
+
+def reply_headers(series: Mapping[str, Any], sender: str | None) -> list[tuple[str, str]]:
+    """From, To, Cc, Subject, In-Reply-To and References of a reply-all to the cover letter."""
+    subject = str(series["subject"])
     if not subject.lower().startswith("re:"):
         subject = "Re: " + subject
-    headers: list[tuple[str, str]] = [("Subject", subject)]
-    if s.get("list"):
-        headers.append(("To", str(s["list"])))
-    if s.get("msgid"):
-        headers += [("In-Reply-To", f"<{s['msgid']}>"), ("References", f"<{s['msgid']}>")]
+    author, mlist = str(series.get("author") or ""), str(series.get("list") or "")
+    me = {_address(sender)} if sender else set()
+    to = _unique([author] if author else [mlist], me)
+    cc = _unique([mlist, *[str(c) for c in series.get("cc") or ()]], me | {_address(t) for t in to})
+    headers: list[tuple[str, str]] = [("From", sender)] if sender else []
+    headers += [("To", ", ".join(to))] if to else []
+    headers += [("Cc", ", ".join(cc))] if cc else []
+    headers.append(("Subject", subject))
+    if series.get("msgid"):
+        headers += [("In-Reply-To", f"<{series['msgid']}>"), ("References", f"<{series['msgid']}>")]
+    return headers
+
+
+def render_mail(view: ReportView, tested_by: str, sender: str | None = None) -> MailDraft:
+    """A plain-text reply-all to the cover letter, to be sent by the user (never by us);
+    From *sender* (the configured identity; *tested_by* when not given)."""
+    s = view.series
+    headers = reply_headers(s, sender or tested_by)
     body = environment().get_template("mail.txt.j2").render(
         v=view, quoted=quote(str(s.get("cover", ""))), tested_by=tested_by,
         tested_ok=tested_ok(view))

@@ -39,7 +39,7 @@ class Written:
 
 
 def write_report(doc: ResultsDoc, out_dir: Path, *, tested_by: str | None = None,
-                 write_results: bool = False) -> Written:
+                 write_results: bool = False, sender: str | None = None) -> Written:
     """Render report.html and summary.md (and mail.txt, results.json) into *out_dir*."""
     from patchflow.report.mail import render_mail
 
@@ -53,5 +53,5 @@ def write_report(doc: ResultsDoc, out_dir: Path, *, tested_by: str | None = None
         atomic_write_json(res, doc.to_json())
     if tested_by is not None:
         mail = out_dir / "mail.txt"
-        atomic_write(mail, render_mail(view, tested_by).as_text())
+        atomic_write(mail, render_mail(view, tested_by, sender).as_text())
     return Written(out_dir / "report.html", out_dir / "summary.md", res, mail)

@@ -120,6 +120,9 @@ def test_track_writes_every_version_and_commands_use_the_name(
         (1, [threads.v1.cover_msgid]), (2, [threads.v2.cover_msgid]),
         (3, [threads.v3.cover_msgid])]
     assert all(Path(s["mbox"]).is_file() for s in doc["stored"])
+    # the cover letter's recipients (b4 am drops them) come from the raw thread (b4 mbox)
+    side = json.loads(Path(doc["stored"][0]["mbox"]).with_suffix(".recipients.json").read_text())
+    assert side["to"] == [lorefixtures.LIST] and side["cc"] == []
     data = tomllib.loads((cfg / "series" / "fx.toml").read_text())
     assert data["targets"] == ["linux-6.12.y"]
     assert data["title"] == "mm: batch things in the fixture"
