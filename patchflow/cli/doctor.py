@@ -29,7 +29,7 @@ def doctor_cmd(stages: tuple[str, ...], no_kvm: bool, fmt: str) -> None:
                                  f"{', '.join(STAGE_TOOLS)})", param_hint="--stage")
     d = diagnose(wanted or None, kvm=not no_kvm)
     if fmt == "json":
-        emit_json(d.to_json(), "patchflow.doctor/1")
+        emit_json(d.to_json(), "patchflow.doctor/2")
     else:
         for stage in d.stages():
             click.echo(f"{stage:<10} {'ok' if d.stage_ok(stage) else 'CANNOT RUN'}")
@@ -40,6 +40,9 @@ def doctor_cmd(stages: tuple[str, ...], no_kvm: bool, fmt: str) -> None:
                 else:
                     what = "optional" if c.optional else "MISSING "
                     click.echo(f"  {what} {c.tool}  -> {install_commands([c.package])[0]}")
+        versions = d.versions()
+        if versions:
+            click.echo("versions   " + ", ".join(f"{t} {v}" for t, v in versions.items()))
         click.echo(f"cache      {d.cache}: {d.cache_free_gib:.1f} GiB free")
         if d.kvm is not None:
             state = "usable" if d.kvm.usable else "not usable"

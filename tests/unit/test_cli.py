@@ -168,3 +168,33 @@ def test_wants_json_stops_at_double_dash() -> None:
     assert wants_json(["series", "show", "x", "--format", "json"])
     assert not wants_json(["series", "fetch", "--", "--format", "json"])
     assert not wants_json(["series", "show", "json"])
+
+
+@pytest.mark.parametrize(("line", "number"), [
+    # first lines of `TOOL --version`, recorded on Debian 12
+    ("git version 2.39.5", "2.39.5"),
+    ("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18+b3)", "7.2.22"),
+    ("gcc (Debian 12.2.0-14+deb12u1) 12.2.0", "12.2.0"),
+    ("stress-ng, version 0.15.06 (gcc 12.2.0, x86_64 Linux 6.18.44-fc-v1098)", "0.15.06"),
+    ("0.16.0", "0.16.0"),
+    ("GNU Make 4.3", "4.3"),
+    ("no number here", ""),
+])
+def test_doctor_short_versions(line: str, number: str) -> None:
+    from patchflow.doctor import short_version
+
+    assert short_version(line) == number
+
+
+def test_doctor_stage_list_versions_and_cache_json() -> None:
+    """The real host tools: --stage build,boot checks those two, with versions and free space."""
+    res = CliRunner().invoke(cli, ["doctor", "--no-kvm", "--stage", "build,boot", "--format",
+                                   "json"])
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "patchflow.doctor/2"
+    assert sorted(doc["stages"]) == ["boot", "build"]
+    assert {"gcc", "qemu-system-x86_64"} <= set(doc["versions"])
+    assert doc["cache"]["free_bytes"] > 0
+    assert doc["checked"].endswith("Z") and "T" in doc["checked"]
+    res = CliRunner().invoke(cli, ["doctor", "--no-kvm", "--stage", "build,boot"])
+    assert "versions   " in res.output and "GiB free" in res.output
