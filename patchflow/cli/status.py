@@ -28,6 +28,7 @@ def status_cmd(ctx: Ctx, series: str | None, fmt: str) -> None:
     rows = status_matrix(ctx.state, series)
     if fmt == "json":
         emit_json({"rows": [{**typed.dump(r), "state": _state(r.state),
+                             "target": None if r.target == "-" else r.target,
                              "updated": iso(r.updated) if r.updated else None}
                             for r in rows]}, "patchflow.status/2")
         return

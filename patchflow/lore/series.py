@@ -663,6 +663,14 @@ def format_range_diff(entries: Sequence[RangeDiffEntry], a: int, b: int) -> str:
     return format_text(entries, a, b)
 
 
+def _patch_json(p: PatchRow) -> dict[str, Any]:
+    """A patch as JSON: trailers as {name, value} objects, not "Name: value" strings."""
+    d: dict[str, Any] = json.loads(json.dumps(p.__dict__))
+    d["trailers"] = [dict(zip(("name", "value"), t.split(": ", 1), strict=False))
+                     for t in p.trailers]
+    return d
+
+
 def to_json(rows: Sequence[VersionRow], state: State) -> list[dict[str, Any]]:
     cur = current_postings(rows)
     out = []
@@ -672,7 +680,7 @@ def to_json(rows: Sequence[VersionRow], state: State) -> list[dict[str, Any]]:
                     "subject": r.subject, "author": r.author, "in_use": used,
                     "partial": r.partial, "attestation": r.attestation,
                     "fetched": datetime.fromtimestamp(r.fetched, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                    "patches": [json.loads(json.dumps(p.__dict__)) for p in state.patches(r.id)]})
+                    "patches": [_patch_json(p) for p in state.patches(r.id)]})
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -81,13 +82,19 @@ def test_fetch_all_versions_and_duplicates(lore: LocalLore, series_dir: Path,
 
     rc, out = _invoke(["series", "show", "fixture", "--format", "json"])
     assert rc == 0, out
-    data = json.loads(out)["versions"]
+    doc = json.loads(out)
+    assert doc["schema"] == "patchflow.series-show/2"
+    data = doc["versions"]
+    # one time format: ISO 8601 UTC
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", d[k]) for d in data
+               for k in ("posted", "fetched"))
     assert [(d["revision"], d["in_use"]) for d in data] == [(1, True), (2, False), (2, True)]
     v2 = data[2]
     assert [p["subject"] for p in v2["patches"]] == [
         "mm: refactor reclaim_3", "mm: split reclaim_5", "mm: batch reclaim_7"]
     assert all(len(p["patch_id"]) == 40 for p in v2["patches"])
-    assert v2["patches"][0]["trailers"] == ["Signed-off-by: Ada Dev <ada@example.com>"]
+    assert v2["patches"][0]["trailers"] == [{"name": "Signed-off-by",
+                                             "value": "Ada Dev <ada@example.com>"}]
     assert v2["attestation"]["overall"] == "none"  # unsigned fixture: recorded as such
 
     # idempotent: a second fetch stores nothing new
