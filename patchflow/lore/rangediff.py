@@ -14,6 +14,7 @@ items; pairing is git's, never ours.  Every git call goes through
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 from collections.abc import Sequence
@@ -40,11 +41,14 @@ class RangeDiffEntry:
     old: int | None
     new: int | None
     mark: str  # "=" same, "!" changed, "<" dropped, ">" added
-    subject: str
+    subject: str  # as git range-diff prints it (the old one for a pair)
     interdiff: str = ""
+    old_subject: str | None = None
+    new_subject: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"old": self.old, "new": self.new, "mark": self.mark, "subject": self.subject,
+                "old_subject": self.old_subject, "new_subject": self.new_subject,
                 "interdiff": self.interdiff}
 
 
@@ -93,7 +97,7 @@ def parse_range_diff(text: str) -> list[RangeDiffEntry]:
         if head is not None:
             num = {k: (None if head.group(k) == "-" else int(head.group(k))) for k in ("old", "new")}
             entries.append(RangeDiffEntry(num["old"], num["new"], head.group("mark"),
-                                          head.group("subject"),
+                                          head.group("subject").strip(),
                                           "\n".join(body).strip("\n")))
 
     for line in text.splitlines():
@@ -199,7 +203,11 @@ def range_diff(ws: Workspace, old: tuple[int, str, Sequence[tuple[PatchRow, str]
         a = apply_version(repo, old[2], old[0], old[1], work)
         b = apply_version(repo, new[2], new[0], new[1], work)
         text = gitrepo.range_diff(repo, a.commit, a.head, b.commit, b.head)
-    entries = parse_range_diff(text)
+    olds = {row.idx: row.subject for row, _t in old[2]}
+    news = {row.idx: row.subject for row, _t in new[2]}
+    entries = [dataclasses.replace(e, old_subject=olds.get(e.old) if e.old else None,
+                                   new_subject=news.get(e.new) if e.new else None)
+               for e in parse_range_diff(text)]
     if len(entries) < max(len(old[2]), len(new[2])):
         raise SeriesError(f"git range-diff reported {len(entries)} entries for "
                           f"{len(old[2])} and {len(new[2])} patches")

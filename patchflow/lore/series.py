@@ -451,7 +451,14 @@ def fetch_posting(ws: Workspace, msgid: str, *, revision: int | None = None,
 def _thread_recipients(ws: Workspace, msgid: str, out: Path, midmask: str,
                        timeout: float | None) -> Recipients | None:
     """The cover letter's To/Cc from the raw thread; None when b4 mbox cannot get it
-    (the mail draft then has the list only, and says nothing false)."""
+    (the mail draft then has the list only, and says nothing false).  A message never
+    changes, so what an earlier fetch recorded for *msgid* is reused (one b4 run less:
+    ~0.8 s a posting here)."""
+    digest = hashlib.sha256(msgid.encode()).hexdigest()[:16]
+    for side in sorted(ws.mbox_dir.glob(f"*/v*-{digest}.recipients.json")):
+        known = _read_recipients(side)
+        if known is not None:
+            return known
     try:
         res = runner.run(b4_mbox_argv(msgid, out, "thread"), cwd=out,
                          env=b4_env(midmask, ws.cache_dir("b4")),
@@ -466,12 +473,15 @@ def _thread_recipients(ws: Workspace, msgid: str, out: Path, midmask: str,
 
 def stored_recipients(mbox_path: Path) -> Recipients:
     """The recipients recorded next to a stored mbox (empty when none were found)."""
-    side = mbox_path.with_suffix(".recipients.json")
+    return _read_recipients(mbox_path.with_suffix(".recipients.json")) or Recipients()
+
+
+def _read_recipients(side: Path) -> Recipients | None:
     try:
         data = json.loads(side.read_text())
         return Recipients(tuple(data["to"]), tuple(data["cc"]), tuple(data["references"]))
     except (OSError, ValueError, KeyError, TypeError):
-        return Recipients()
+        return None
 
 
 def _checked(msgid: str) -> str:

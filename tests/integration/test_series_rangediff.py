@@ -115,6 +115,11 @@ def test_pairing_is_gits(fetched: str, threads: Threads, a: int, b: int,
                          expect: list[tuple[int | None, int | None, str]]) -> None:
     ours, doc = our_pairs(fetched, a, b)
     assert ours == git_pairs(threads, a, b)
+    entries = doc["entries"]
+    assert isinstance(entries, list)
+    for e in entries:  # each side's own subject, None on the side a patch is missing from
+        assert (e["old_subject"] is None) == (e["old"] is None)
+        assert (e["new_subject"] is None) == (e["new"] is None)
     assert sorted(ours, key=str) == sorted(expect, key=str)
     # the shared kernel repository does not hold the fixture's base: fake ancestors
     bases = doc["bases"]

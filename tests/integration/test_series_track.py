@@ -140,6 +140,8 @@ def test_track_writes_every_version_and_commands_use_the_name(
         (1, "not-backported"), (2, "not-backported"), (3, "not-backported")}
     rc, out, err = run("ci", "generate", "fx", "--engine", "gitlab")
     assert rc == 0 and "linux-6.12.y" in out, err
+    rc, out, err = run("gate", "fx", "--dry-run")  # the file's targets: linux-6.12.y
+    assert rc == 0 and "linux-6.12.y" in out and "dry run" in out, out + err
     rc, out, err = run("series", "list", "--format", "json")
     row = next(r for r in json.loads(out)["series"] if r["name"] == "fx")
     assert row["configured"] is True and row["revisions"] == [1, 2, 3]

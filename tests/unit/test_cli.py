@@ -198,3 +198,10 @@ def test_doctor_stage_list_versions_and_cache_json() -> None:
     assert doc["checked"].endswith("Z") and "T" in doc["checked"]
     res = CliRunner().invoke(cli, ["doctor", "--no-kvm", "--stage", "build,boot"])
     assert "versions   " in res.output and "GiB free" in res.output
+
+
+def test_status_unknown_series_is_one_line_exit_2() -> None:
+    proc = subprocess.run([sys.executable, "-m", "patchflow", "status", "NOSUCH"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["error: unknown series 'NOSUCH' (fetched: none)"]
