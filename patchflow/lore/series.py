@@ -109,6 +109,8 @@ class Recipients:
     to: tuple[str, ...] = ()
     cc: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
+    #: the recipient the archive's List-Id names ("<linux-mm.kvack.org>": linux-mm@kvack.org)
+    list_address: str = ""
 
     @property
     def everyone(self) -> tuple[str, ...]:
@@ -187,7 +189,11 @@ def recipients_of(thread: bytes, msgid: str) -> Recipients | None:
         if _clean_msgid(msg.get("Message-Id")) != msgid:
             continue
         refs = tuple(m.strip("<>") for m in str(msg.get("References", "")).split() if "@" in m)
-        return Recipients(_addresses(msg, "To"), _addresses(msg, "Cc"), refs)
+        to, cc = _addresses(msg, "To"), _addresses(msg, "Cc")
+        list_id = str(msg.get("List-Id", "")).strip().rsplit("<", 1)[-1].rstrip(">").lower()
+        lists = [a for _n, a in email.utils.getaddresses(to + cc)
+                 if list_id and a.lower().replace("@", ".") == list_id]
+        return Recipients(to, cc, refs, lists[0] if lists else "")
     return None
 
 
@@ -479,7 +485,8 @@ def stored_recipients(mbox_path: Path) -> Recipients:
 def _read_recipients(side: Path) -> Recipients | None:
     try:
         data = json.loads(side.read_text())
-        return Recipients(tuple(data["to"]), tuple(data["cc"]), tuple(data["references"]))
+        return Recipients(tuple(data["to"]), tuple(data["cc"]), tuple(data["references"]),
+                          str(data.get("list_address", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -514,7 +521,8 @@ def _store(ws: Workspace, state: State, name: str, title: str, posting: Posting,
     if posting.recipients is not None:
         r = posting.recipients
         atomic_write(path.with_suffix(".recipients.json"), json.dumps(
-            {"to": list(r.to), "cc": list(r.cc), "references": list(r.references)}, indent=2))
+            {"to": list(r.to), "cc": list(r.cc), "references": list(r.references),
+             "list_address": r.list_address}, indent=2))
     vid, changed = state.store_version(
         name, title,
         {"revision": posting.revision, "msgid": posting.msgid, "posted": posting.posted,

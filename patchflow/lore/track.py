@@ -37,6 +37,7 @@ from patchflow.lore.series import (
     fetch_posting,
     parse_subject,
     slug,
+    stored_recipients,
 )
 from patchflow.result import Progress
 from patchflow.state import State, VersionRow
@@ -239,4 +240,5 @@ def _new_config(path: Path, rows: Sequence[VersionRow], found: Mapping[int, Sequ
     versions = tuple(SeriesVersion(r, tuple(m)) for r, m in sorted(found.items()))
     return SeriesConfig(name=path.stem, title=parse_subject(newest.subject)[3],
                         versions=versions, upstream_base=newest.base_commit,
-                        targets=tuple(targets), path=path, author=newest.author)
+                        targets=tuple(targets), path=path, author=newest.author,
+                        list_address=stored_recipients(Path(newest.mbox_path)).list_address)

@@ -126,6 +126,7 @@ def test_track_writes_every_version_and_commands_use_the_name(
     data = tomllib.loads((cfg / "series" / "fx.toml").read_text())
     assert data["targets"] == ["linux-6.12.y"]
     assert data["title"] == "mm: batch things in the fixture"
+    assert data["list_address"] == lorefixtures.LIST  # the recipient public-inbox's List-Id names
     assert set(data["versions"]) == {"v1", "v2", "v3"}
     assert not list((cfg / "series").glob(".track-*"))  # the validation folder is gone
 
@@ -149,8 +150,9 @@ def test_track_writes_every_version_and_commands_use_the_name(
 
 def test_check_newer_adds_to_the_series_file(lore: LocalLore, cfg: Path,
                                              threads: Threads) -> None:
-    rc, out, err = run("series", "track", threads.v2.cover_msgid, "--name", "fx",
-                       "--mirror", lore.midmask)
+    # a lore URL works as well as a message-id
+    rc, out, err = run("series", "track", f"{lore.url}/{threads.v2.cover_msgid}/", "--name",
+                       "fx", "--mirror", lore.midmask)
     assert rc == 0, err
     assert "wrote" in out and "v1 (1 posting), v2 (1 posting)" in out
     publish(lore, threads.v3)

@@ -32,6 +32,7 @@ def test_recipients_of_the_recorded_cover_letter() -> None:
     assert r.to == ("Andrew Morton <akpm@linux-foundation.example>",)
     assert r.cc == ("linux-mm@kvack.org", "linux-kernel@vger.kernel.example",
                     "Kairui Song <kasong@tencent.example>", "Barry Song <baohua@kernel.example>")
+    assert r.list_address == "linux-mm@kvack.org"  # from the archive's List-Id
     assert recipients_of((DATA / "mail" / "thread.mbox").read_bytes(), "nope@x") is None
 
 
