@@ -130,23 +130,35 @@ def _mails(repo: Path, texts: Sequence[tuple[PatchRow, str]], workdir: Path,
 
 
 def _fake_base(repo: Path, mails: Sequence[Mail], index: Path) -> tuple[str, tuple[str, ...]]:
-    """A base tree holding every pre-image the patches need; (kind, rebuilt paths)."""
+    """A base tree holding every pre-image the patches need; (kind, rebuilt paths).
+
+    A real blob (from an ``index`` line) wins; a rebuilt one stands in for a
+    missing blob; where neither exists the reason it cannot be rebuilt is the
+    error (a binary patch whose blob is here needs no rebuilding).
+    """
     from patchflow.backport.check import preimages
 
-    pre = reconstruct([(m.where, m.diff) for m in mails])
-    env = {"GIT_INDEX_FILE": str(index)}
     blobs: dict[str, str] = {}
     for m in mails:
         for path, abbrev in preimages(m.diff).items():
             blobs.setdefault(path, abbrev)
+    failure: Unreconstructable | None = None
+    try:
+        pre = reconstruct([(m.where, m.diff) for m in mails])
+        paths = sorted(pre.length)
+    except Unreconstructable as exc:
+        failure, paths = exc, sorted(p for p, a in blobs.items() if a.strip("0"))
+    env = {"GIT_INDEX_FILE": str(index)}
     rebuilt = []
-    for path in sorted(pre.length):
+    for path in paths:
         real = gitrepo.blob_sha(repo, blobs[path]) if path in blobs else None
         if real is None:
+            if failure is not None:
+                raise failure
             real = gitrepo.write_blob(repo, pre.text(path))
             rebuilt.append(path)
         gitrepo.index_add(repo, env, path, real)
-    kind = "reconstructed" if rebuilt and len(rebuilt) == len(pre.length) else \
+    kind = "reconstructed" if rebuilt and len(rebuilt) == len(paths) else \
         "mixed" if rebuilt else "index-blobs"
     return kind, tuple(rebuilt)
 

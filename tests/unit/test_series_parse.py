@@ -134,3 +134,18 @@ def test_range_diff_is_gits_on_reconstructed_bases(tmp_path: Path) -> None:
     marks = sorted(((e.old, e.new, e.mark) for e in rd.entries), key=str)
     assert marks == sorted([(1, 1, "="), (2, 2, "!"), (3, None, "<"), (None, 3, ">")], key=str)
     assert rd.old.kind == "reconstructed" and rd.old.reconstructed == ("x.c", "y.c", "z.c")
+
+
+def test_range_diff_says_when_a_preimage_cannot_be_rebuilt(tmp_path: Path) -> None:
+    from patchflow.lore.rangediff import range_diff
+    from patchflow.workspace import Workspace
+
+    binary = ("From: a <a@x>\nSubject: [PATCH] fw: update\n\nNew firmware.\n---\n"
+              "diff --git a/fw.bin b/fw.bin\nindex 1234567..89abcde 100644\n"
+              "GIT binary patch\nliteral 1\nIcmZpX0000A00II\n\nliteral 1\nIcmZpX0000A00II\n\n")
+    old = [(_row(1, "mm: a", "p1"), _text("mm: a", "x"))]
+    new = [(_row(1, "fw: update", "p2"), binary)]
+    ws = Workspace.open(tmp_path / "ws", tmp_path)
+    with pytest.raises(SeriesError, match=r"v2 patch 1/3 \(fw.bin\)|v2 patch 1/3: binary patch"):
+        range_diff(ws, (1, "", old), (2, "", new))
+    assert not list((ws.root / "tmp").iterdir())  # the throwaway repository is gone
