@@ -218,7 +218,10 @@ def write_series(path: Path, text: str) -> SeriesConfig:
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".track-") as tmpd:
         tmp = Path(tmpd) / path.name
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before it replaces the old file
         try:
             cfg = load_series(tmp)
         except ConfigError as exc:

@@ -231,7 +231,7 @@ def show(ctx: Ctx, name: str, revision: int | None, fmt: str) -> None:
 @quiet_option
 @pass_ctx
 def diff(ctx: Ctx, name: str, va: str, vb: str, fmt: str) -> None:
-    """git range-diff between two fetched versions, e.g. `series diff NAME v1 v2`.
+    """Compare two fetched versions with git range-diff: `series diff NAME v1 v2`.
 
     Each version is applied onto its base in a throwaway repository (the
     cover letter's base-commit if the shared kernel repository has it, else a
