@@ -19,7 +19,7 @@ container gets python3 and pip from apt, patchflow from pip
 its own copy without regenerating), then ``patchflow ci setup`` installs the
 system tools the gate's stages need.  Artifacts carry only what the next job
 reads: the workspace's state database, stored results and logs, never the
-backport worktrees (kernel checkouts) or build products (:data:`ARTIFACT_EXCLUDE`).
+backport worktrees, which are kernel checkouts (:data:`ARTIFACT_EXCLUDE`).
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ VERIFY = ("boot", "bench", "livepatch-build", "livepatch-verify")
 _SLUG = re.compile(r"[^A-Za-z0-9_-]")
 
 
-#: workspace members the next job never reads: kernel checkouts, live-patch build dirs
-ARTIFACT_EXCLUDE = ("worktrees", "livepatch", "tmp")
+#: workspace members no later job reads: backport worktrees (kernel checkouts) and
+#: scratch space; the live-patch module and its build.json stay (they are the product)
+ARTIFACT_EXCLUDE = ("worktrees", "tmp")
 
 #: a job timeout as GitLab writes it: "90m", "3h", "2h 30m"
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$")

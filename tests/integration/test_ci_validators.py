@@ -98,15 +98,21 @@ def test_gitlab_pipeline_runs_the_demo_gate_in_gitlab_ci_local(
                    "livepatch-build": "pass", "livepatch-verify": "pass"}
     junit = (merged / "junit.xml").read_text()
     assert junit.count("<testcase ") == 8 and "<failure" not in junit
-    # what travelled from prepare to verify: the workspace minus kernel checkouts
-    shipped = repo / ".gitlab-ci-local" / "artifacts" / f"prepare:{DEMO_TARGET}"
-    if not shipped.is_dir():  # gitlab-ci-local names the folder after the job, escaped
-        [shipped] = [p for p in (repo / ".gitlab-ci-local" / "artifacts").iterdir()
-                     if p.name.startswith("prepare")]
+    # what travelled from prepare to verify: the workspace minus kernel checkouts;
+    # what verify kept: the live-patch module an SRE takes away
+    shipped, kept = (_artifacts(repo, job) for job in ("prepare", "verify"))
     assert not list(shipped.rglob("worktrees/*")), "a kernel checkout travelled as an artifact"
-    size = _size(shipped)
-    print(f"prepare artifacts: {size / 1e6:.2f} MB")
-    assert size < 20e6
+    assert [p.name for p in kept.rglob("*.ko")], "the live-patch module is not an artifact"
+    size, size_v = _size(shipped), _size(kept)
+    print(f"artifacts: prepare {size / 1e6:.2f} MB, verify {size_v / 1e6:.2f} MB")
+    assert size < 20e6 and size_v < 50e6
+
+
+def _artifacts(repo: Path, job: str) -> Path:
+    """gitlab-ci-local's copy of a job's artifacts (the folder is named after the job)."""
+    [found] = [p for p in (repo / ".gitlab-ci-local" / "artifacts").iterdir()
+               if p.name.startswith(job)]
+    return found
 
 
 def test_gitlab_no_split_pipeline_parses_in_gitlab_ci_local(tmp_path: Path) -> None:
