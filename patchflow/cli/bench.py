@@ -48,6 +48,9 @@ def bench_cmd(ctx: Ctx, series: str, target: str, reps: int | None, profile: str
     bench = dataclasses.replace(s.bench, reps=reps or s.bench.reps,
                                 profile=profile or s.bench.profile,
                                 vcpus=vcpus or s.bench.vcpus, accel=accel or s.bench.accel)
+    # bad input is named before any state is looked at, whatever the cache holds
+    # (tests/unit/test_attacks.py::test_names_every_command)
+    ctx.ws.config.profile(bench.profile)
     sc = ctx.stage("bench", series=series, target=target,
                    settings=dataclasses.replace(s, bench=bench),
                    progress=None if fmt == "text" else (lambda _m: None))
