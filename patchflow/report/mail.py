@@ -75,7 +75,8 @@ def reply_headers(series: Mapping[str, Any], sender: str | None) -> list[tuple[s
         subject = "Re: " + subject
     author, mlist = str(series.get("author") or ""), str(series.get("list") or "")
     me = {_address(sender)} if sender else set()
-    to = _unique([author] if author else [mlist], me)
+    # a reply to one's own cover letter goes To the list
+    to = _unique([author] if author else [], me) or _unique([mlist], me)
     cc = _unique([mlist, *[str(c) for c in series.get("cc") or ()]], me | {_address(t) for t in to})
     headers: list[tuple[str, str]] = [("From", sender)] if sender else []
     headers += [("To", ", ".join(to))] if to else []

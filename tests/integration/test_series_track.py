@@ -253,3 +253,26 @@ def test_quiet_prints_results_only(lore: LocalLore, cfg: Path, threads: Threads)
                        "--mirror", lore.midmask)
     assert rc == 0 and err == "" and out.startswith("unchanged q v1"), out + err
     assert "mbox: " not in out
+
+
+def test_gate_and_mail_draft_of_a_tracked_series(lore_all: LocalLore, cfg: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recipients b4 mbox found reach the gate's record and the reply-all draft."""
+    lore = lore_all
+    msgid = "20261101-fixture-v3-0-tr3@example.com"
+    assert run("series", "track", msgid, "--name", "fx", "-q", "--mirror", lore.midmask)[0] == 0
+    rc, out, err = run("series", "show", "fx", "-v", "3", "--format", "json")
+    author = json.loads(out)["versions"][0]["author"]
+    monkeypatch.setenv("PATCHFLOW_MIRROR", lore.midmask)  # the gate's check-newer reads it
+    rc, out, err = run("gate", "fx", "--stage", "check-newer", "--out", str(tmp_path / "run"))
+    assert rc == 0, out + err
+    series = json.loads((tmp_path / "run" / "results.json").read_text())["series"]
+    assert series["cc"] == [lorefixtures.LIST] and series["msgid"] == msgid
+    rc, out, err = run("report", str(tmp_path / "run" / "results.json"), "--mail", "--out",
+                       str(tmp_path / "rep"))
+    assert rc == 0, err
+    head = (tmp_path / "rep" / "mail.txt").read_text().split("\n\n", 1)[0].splitlines()
+    assert head == ["From: Test User <user@example.com>", f"To: {author}",
+                    f"Cc: {lorefixtures.LIST}",
+                    "Subject: Re: [PATCH v3 0/3] mm: batch things in the fixture",
+                    f"In-Reply-To: <{msgid}>", f"References: <{msgid}>"]

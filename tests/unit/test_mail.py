@@ -69,3 +69,8 @@ def test_from_is_sendemail_from_else_user_email(tmp_path: Path) -> None:
     subprocess.run(["git", "config", "--global", "sendemail.from", "Ada <ada@kernel.example>"],
                    check=True)
     assert gitrepo.identity() == "Ada <ada@kernel.example>"
+
+
+def test_a_reply_to_ones_own_cover_letter_goes_to_the_list() -> None:
+    h = dict(render_mail(_view(()), "Zhang Peng <ZhangPeng@icloud.example>").headers)
+    assert h["To"] == "linux-mm@kvack.org" and "Cc" not in h
