@@ -11,6 +11,8 @@ base kernel against itself with the same protocol.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
 
 from patchflow.bench.ab import AA_VARIANTS, VARIANTS, run_ab
 from patchflow.boot import qemu
@@ -21,16 +23,23 @@ from patchflow.result import StageResult
 STAGE = "bench"
 
 
-def bench_target(ctx: StageContext, *, aa: bool = False) -> StageResult:
+def stage_kernels(cache: Path, target: str, aa: bool) -> dict[str, Path]:
+    """The bench's two kernels: base and patched, or (A/A) base twice."""
+    if aa:
+        base = locate(cache, target, "base").bzimage
+        return {v: base for v in AA_VARIANTS}
+    return {v: locate(cache, target, v).bzimage for v in VARIANTS}
+
+
+def bench_target(ctx: StageContext, *, aa: bool = False,
+                 kernels: Mapping[str, Path] | None = None) -> StageResult:
+    """The bench of the target's kernels (or *kernels*: base first) with ctx's settings."""
     tcfg = ctx.need_target(STAGE)
     bench = ctx.settings.bench
     # the profile first: a bad --profile is refused before anything is looked up
     prof = ctx.ws.config.profile(bench.profile)
-    if aa:
-        base = locate(ctx.ws.cache, tcfg.name, "base").bzimage
-        kernels = {v: base for v in AA_VARIANTS}
-    else:
-        kernels = {v: locate(ctx.ws.cache, tcfg.name, v).bzimage for v in VARIANTS}
+    if kernels is None:
+        kernels = stage_kernels(ctx.ws.cache, tcfg.name, aa)
     if bench.memory_mb:
         prof = dataclasses.replace(prof, memcg_max_mb=bench.memory_mb)
     choice = qemu.choose_accel(ctx.ws.cache, kernels["base"], force=bench.accel)
