@@ -98,3 +98,20 @@ def install_commands(packages: Iterable[str]) -> list[str]:
 def install_hint(package: str | None) -> str:
     """`` (install it: apt-get install qemu-system-x86)``, or nothing for an unknown tool."""
     return f" (install it: {install_commands([package])[0]})" if package else ""
+
+
+#: optional tools that ``patchflow ci setup`` installs as well: builds are faster with them
+SETUP_OPTIONAL = frozenset({"pahole", "ccache"})
+
+#: the stages a gate runs, by the tool groups of :data:`STAGE_TOOLS`
+GATE_TOOL_STAGES = ("series", "tree", "backport", "build", "boot", "bench", "livepatch")
+
+
+def setup_packages(stages: Iterable[str] = GATE_TOOL_STAGES) -> list[str]:
+    """The Debian packages a runner needs for *stages* (pip and npm ones are not apt's)."""
+    unknown = sorted(set(stages) - set(STAGE_TOOLS))
+    if unknown:
+        raise ValueError(f"unknown stage {unknown[0]!r} (known: {', '.join(STAGE_TOOLS)})")
+    pkgs = {PACKAGES[tool] for s in stages for tool, optional in STAGE_TOOLS[s]
+            if not optional or tool in SETUP_OPTIONAL}
+    return sorted(p for p in pkgs if ":" not in p)

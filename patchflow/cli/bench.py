@@ -100,6 +100,9 @@ def bench_cmd(ctx: Ctx, series: str, target: str, reps: int | None, profile: str
                                 vcpus=vcpus or s.bench.vcpus, accel=accel or s.bench.accel,
                                 budget=budget or s.bench.budget,
                                 memory_mb=memory or s.bench.memory_mb)
+    # bad input is named before any state is looked at, whatever the cache holds
+    # (tests/unit/test_attacks.py::test_names_every_command)
+    ctx.ws.config.profile(bench.profile)
     sc = ctx.stage("bench-aa" if aa else "bench", series=series, target=target,
                    settings=dataclasses.replace(s, bench=bench),
                    progress=None if fmt == "text" else (lambda _m: None))

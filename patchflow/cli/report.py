@@ -45,7 +45,7 @@ def report_cmd(ctx: Ctx, sources: tuple[Path, ...], merge: bool, out: Path | Non
         doc = docs[0][1]
     who = (tested_by or _git_identity()) if mail else None
     written = write_report(doc, out_dir, tested_by=who, write_results=merge)
-    for p in (written.html, written.markdown, written.results, written.mail):
+    for p in (written.html, written.markdown, written.results, written.junit, written.mail):
         if p is not None:
             click.echo(f"wrote {p}")
     click.echo(f"verdict: {doc.verdict.status} (exit {doc.verdict.exit_code})")

@@ -84,19 +84,56 @@ class Extracted:
     dropped_tables: list[str] = field(default_factory=list)
 
 
+#: a relocation row of the extracted object: (offset, symbol index in *after*, type, addend)
+Row = tuple[int, int, int, int]
+
+
 def extract(after: ElfObject, *, changed: list[str], new: list[str], new_data: list[str],
             tu_file: str, vm: VmlinuxSymbols, exported: set[str]) -> Extracted:
-    """Build the object that carries *changed* and *new* functions of *after* (the patched TU)."""
-    sym_index = {s.name: i for i, s in enumerate(after.symbols)
-                 if s.type in (STT_FUNC, STT_OBJECT) and s.shndx not in (SHN_UNDEF, SHN_ABS)}
-    include: dict[int, None] = {}  # section indices to copy, ordered
-    work = [sym_index[n] for n in changed + new]
-    included_funcs: set[int] = set()
-    ext: dict[int, str] = {}  # after symbol index -> name of the undefined symbol to use
-    res = Extracted(obj=ElfObject([], []))
-    new_data_set = set(new_data)
+    """Build the object that carries *changed* and *new* functions of *after* (the patched TU).
 
-    def covering(shndx: int, off: int) -> int | None:
+    The steps, each a method of :class:`Extraction`: close over what the
+    functions reach (:meth:`Extraction.collect`), carry the special tables'
+    entries for the copied text (:meth:`Extraction.carry_tables`), then write
+    the new object (:meth:`Extraction.assemble`).
+    """
+    x = Extraction(after, changed=changed, new=new, new_data=new_data, tu_file=tu_file, vm=vm,
+                   exported=exported)
+    x.collect()
+    x.carry_tables()
+    return x.assemble()
+
+
+class Extraction:
+    """The state of one extraction: what is copied, what becomes a reference, and why."""
+
+    def __init__(self, after: ElfObject, *, changed: list[str], new: list[str],
+                 new_data: list[str], tu_file: str, vm: VmlinuxSymbols,
+                 exported: set[str]) -> None:
+        self.after, self.changed, self.new = after, changed, new
+        self.new_data, self.tu_file, self.vm, self.exported = set(new_data), tu_file, vm, exported
+        sym_index = {s.name: i for i, s in enumerate(after.symbols)
+                     if s.type in (STT_FUNC, STT_OBJECT) and s.shndx not in (SHN_UNDEF, SHN_ABS)}
+        #: section indices to copy, in the order they were pulled in
+        self.include: dict[int, None] = {}
+        #: functions still to pull in (symbol indices of *after*)
+        self.work = [sym_index[n] for n in changed + new]
+        self.included_funcs: set[int] = set()
+        #: after symbol index -> name of the undefined symbol that stands for it
+        self.ext: dict[int, str] = {}
+        #: symbols that became references to vmlinux or exports
+        self.decisions: dict[int, str] = {}
+        #: relocations of every copied section, and the sections already relocated
+        self.relas_out: dict[int, list[Row]] = {}
+        self.done: set[int] = set()
+        #: special table section -> its relocation section; their filtered copies
+        self.tables: dict[int, int] = {}
+        self.table_sections: dict[int, tuple[bytes, list[Row]]] = {}
+        self.res = Extracted(obj=ElfObject([], []))
+
+    # ---- what a reference points at ------------------------------------------------
+
+    def covering(self, shndx: int, off: int) -> int | None:
         """The function/object a section-relative reference points into.
 
         The addend of a PC-relative reference also holds the distance to the
@@ -104,233 +141,275 @@ def extract(after: ElfObject, *, changed: list[str], new: list[str], new_data: l
         -fdata-sections the one symbol of the section is the answer, and
         otherwise the last symbol starting at or before the offset.
         """
-        cands = [(s.value, i) for i, s in enumerate(after.symbols)
+        cands = [(s.value, i) for i, s in enumerate(self.after.symbols)
                  if s.shndx == shndx and s.type in (STT_FUNC, STT_OBJECT)]
         if len(cands) == 1:
             return cands[0][1]
         below = [c for c in sorted(cands) if c[0] <= max(off, 0)]
         return below[-1][1] if below else None
 
-    def external(i: int) -> str:
-        s = after.symbols[i]
-        if i in ext:
-            return ext[i]
-        if s.bind != STB_LOCAL and s.name in exported:
+    def external(self, i: int) -> str:
+        """The undefined symbol that stands for symbol *i*: an export or a klp reference."""
+        s = self.after.symbols[i]
+        if i in self.ext:
+            return self.ext[i]
+        if s.bind != STB_LOCAL and s.name in self.exported:
             name = s.name
-            res.plain_refs.append(name)
+            self.res.plain_refs.append(name)
         else:
-            k = vm.find(s.name, file=tu_file, local=s.bind == STB_LOCAL, size=s.size or None)
+            k = self.vm.find(s.name, file=self.tu_file, local=s.bind == STB_LOCAL,
+                             size=s.size or None)
             if k is None:
                 if s.shndx == SHN_UNDEF:
                     # not in vmlinux, not exported: e.g. a compiler helper; the loader reports it
-                    res.plain_refs.append(s.name)
-                    ext[i] = s.name
+                    self.res.plain_refs.append(s.name)
+                    self.ext[i] = s.name
                     return s.name
-                raise ExtractionError(f"{tu_file}: {s.name} is not in vmlinux")
-            name = f"__klp_ref__{vm.sympos(k)}__{s.name}"
-            res.klp_refs.append(f"{s.name},{vm.sympos(k)}")
-        ext[i] = name
+                raise ExtractionError(f"{self.tu_file}: {s.name} is not in vmlinux")
+            name = f"__klp_ref__{self.vm.sympos(k)}__{s.name}"
+            self.res.klp_refs.append(f"{s.name},{self.vm.sympos(k)}")
+        self.ext[i] = name
         return name
 
-    # remap[(after symbol index)] -> ("local", after_sym) | ("ext", name) | ("sec", shndx)
-    decisions: dict[int, tuple[str, object]] = {}
+    def _refer(self, i: int) -> None:
+        self.decisions[i] = self.external(i)
 
-    def decide(i: int, rtype: int, addend: int) -> tuple[int, int]:
-        """Returns the symbol index (in *after*) to keep and the possibly rebased addend."""
-        s = after.symbols[i]
+    def decide(self, i: int, rtype: int, addend: int) -> tuple[int, int]:
+        """The symbol index (in *after*) a relocation keeps, and its possibly rebased addend.
+
+        Copies what the live patch must carry (its own functions, statics that
+        vmlinux inlined away, constants, new data) and turns everything else
+        into a reference: existing data is never copied.
+        """
+        s = self.after.symbols[i]
         if s.shndx in (SHN_UNDEF, SHN_COMMON):
-            decisions[i] = ("ext", external(i))
+            self._refer(i)
             return i, addend
         if s.shndx == SHN_ABS:
-            raise ExtractionError(f"{tu_file}: absolute symbol {s.name} referenced")
-        sec = after.sections[s.shndx]
+            raise ExtractionError(f"{self.tu_file}: absolute symbol {s.name} referenced")
         if s.type in (STT_SECTION, STT_NOTYPE):
-            target = s.value + addend + (4 if rtype in (2, 4) else 0)
-            inner = covering(s.shndx, target)
-            if inner is not None and not (sec.flags & 0x20):
-                j, a = decide(inner, rtype, addend + s.value - after.symbols[inner].value)
-                return j, a
-            if sec.flags & SHF_WRITE:
-                raise ExtractionError(
-                    f"{tu_file}: patched code references anonymous writable data in {sec.name}")
-            include[s.shndx] = None  # a constant: string literals, constant pool
-            return i, addend
+            return self._decide_section_ref(i, rtype, addend)
         if s.type == STT_FUNC:
-            if s.name in changed or s.name in new or i in included_funcs:
-                include[s.shndx] = None
-                return i, addend
-            k = vm.find(s.name, file=tu_file, local=s.bind == STB_LOCAL, size=None)
-            if k is None and s.bind == STB_LOCAL:
-                work.append(i)  # inlined everywhere in vmlinux: carry our own copy
-                include[s.shndx] = None
-                return i, addend
-            decisions[i] = ("ext", external(i))
+            self._decide_function(i)
             return i, addend
-        # data object
-        if s.name in new_data_set or (not (sec.flags & SHF_WRITE) and not vm.has(s.name)):
-            include[s.shndx] = None  # new data, or a constant table vmlinux folded away
-            return i, addend
-        decisions[i] = ("ext", external(i))
+        sec = self.after.sections[s.shndx]
+        if s.name in self.new_data or (not (sec.flags & SHF_WRITE) and not self.vm.has(s.name)):
+            self.include[s.shndx] = None  # new data, or a constant table vmlinux folded away
+        else:
+            self._refer(i)
         return i, addend
 
-    relas_out: dict[int, list[tuple[int, int, int, int]]] = {}
-    while work:
-        fi = work.pop()
-        if fi in included_funcs:
-            continue
-        included_funcs.add(fi)
-        shndx = after.symbols[fi].shndx
-        include[shndx] = None
-    # process every included section's relocations until no new section is pulled in
-    done: set[int] = set()
-    while True:
-        pending = [i for i in include if i not in done]
-        if not pending and not work:
-            break
-        while work:
-            fi = work.pop()
-            if fi not in included_funcs:
-                included_funcs.add(fi)
-                include[after.symbols[fi].shndx] = None
-        for shndx in pending:
-            done.add(shndx)
-            rows = []
-            for ri in after.rela_sections_for(shndx):
-                for r in after.relas(ri):
-                    j, a = decide(r.sym, r.type, r.addend)
-                    rows.append((r.offset, j, r.type, a))
-            relas_out[shndx] = rows
-
-    # special tables with entries that point into copied text
-    tables: dict[int, list[int]] = {}
-    for ri, rsec in enumerate(after.sections):
-        if rsec.type != SHT_RELA or rsec.info in include or rsec.info == 0:
-            continue
-        target = after.sections[rsec.info]
-        if target.flags & SHF_EXECINSTR or not target.flags & SHF_ALLOC:
-            continue  # callers that stay in vmlinux, and debug info
-        hits = [r for r in after.relas(ri) if after.symbols[r.sym].shndx in include
-                and after.sections[after.symbols[r.sym].shndx].flags & SHF_EXECINSTR]
-        if not hits:
-            continue
-        if DROP_SECTIONS.match(target.name):
-            continue
-        if target.name not in TABLES:
+    def _decide_section_ref(self, i: int, rtype: int, addend: int) -> tuple[int, int]:
+        s = self.after.symbols[i]
+        sec = self.after.sections[s.shndx]
+        target = s.value + addend + (4 if rtype in (2, 4) else 0)
+        inner = self.covering(s.shndx, target)
+        if inner is not None and not (sec.flags & 0x20):
+            return self.decide(inner, rtype, addend + s.value - self.after.symbols[inner].value)
+        if sec.flags & SHF_WRITE:
             raise ExtractionError(
-                f"{tu_file}: {target.name} has entries for the patched code; "
-                "the native generator cannot carry them")
-        tables[rsec.info] = [ri]
-    table_sections: dict[int, tuple[bytes, list[tuple[int, int, int, int]]]] = {}
-    for shndx, (ri,) in tables.items():
-        sec = after.sections[shndx]
-        rel = sorted(after.relas(ri), key=lambda r: r.offset)
-        text_rel = [r for r in rel if after.sections[after.symbols[r.sym].shndx].flags & SHF_EXECINSTR
-                    and after.symbols[r.sym].shndx != SHN_UNDEF]
-        size = TABLES[sec.name] or (len(sec.data) // max(len({r.offset for r in rel
-                                                               if r in text_rel}) or 1, 1))
+                f"{self.tu_file}: patched code references anonymous writable data in {sec.name}")
+        self.include[s.shndx] = None  # a constant: string literals, constant pool
+        return i, addend
+
+    def _decide_function(self, i: int) -> None:
+        s = self.after.symbols[i]
+        if s.name in self.changed or s.name in self.new or i in self.included_funcs:
+            self.include[s.shndx] = None
+            return
+        k = self.vm.find(s.name, file=self.tu_file, local=s.bind == STB_LOCAL, size=None)
+        if k is None and s.bind == STB_LOCAL:
+            self.work.append(i)  # inlined everywhere in vmlinux: carry our own copy
+            self.include[s.shndx] = None
+            return
+        self._refer(i)
+
+    # ---- step 1: close over what the functions reach ---------------------------------
+
+    def _pull_functions(self) -> None:
+        while self.work:
+            fi = self.work.pop()
+            if fi not in self.included_funcs:
+                self.included_funcs.add(fi)
+                self.include[self.after.symbols[fi].shndx] = None
+
+    def _relocate(self, shndx: int) -> None:
+        self.done.add(shndx)
+        rows = []
+        for ri in self.after.rela_sections_for(shndx):
+            for r in self.after.relas(ri):
+                j, a = self.decide(r.sym, r.type, r.addend)
+                rows.append((r.offset, j, r.type, a))
+        self.relas_out[shndx] = rows
+
+    def collect(self) -> None:
+        """Relocate every copied section until no new section or function is pulled in."""
+        self._pull_functions()
+        while True:
+            pending = [i for i in self.include if i not in self.done]
+            if not pending and not self.work:
+                return
+            self._pull_functions()
+            for shndx in pending:
+                self._relocate(shndx)
+
+    # ---- step 2: special tables with entries for the copied text ---------------------
+
+    def _is_copied_text(self, sym: int) -> bool:
+        shndx = self.after.symbols[sym].shndx
+        return shndx in self.include and bool(self.after.sections[shndx].flags & SHF_EXECINSTR)
+
+    def find_tables(self) -> None:
+        """The special sections that have entries for the copied text: carried, dropped or refused."""
+        after = self.after
+        for ri, rsec in enumerate(after.sections):
+            if rsec.type != SHT_RELA or rsec.info in self.include or rsec.info == 0:
+                continue
+            target = after.sections[rsec.info]
+            if target.flags & SHF_EXECINSTR or not target.flags & SHF_ALLOC:
+                continue  # callers that stay in vmlinux, and debug info
+            if not any(self._is_copied_text(r.sym) for r in after.relas(ri)):
+                continue
+            if DROP_SECTIONS.match(target.name):
+                continue
+            if target.name not in TABLES:
+                raise ExtractionError(
+                    f"{self.tu_file}: {target.name} has entries for the patched code; "
+                    "the native generator cannot carry them")
+            self.tables[rsec.info] = ri
+
+    def _entry_size(self, sec: Section, rel: list[Rela]) -> int:
+        text_rel = [r for r in rel
+                    if self.after.sections[self.after.symbols[r.sym].shndx].flags & SHF_EXECINSTR
+                    and self.after.symbols[r.sym].shndx != SHN_UNDEF]
         if sec.name == "__bug_table":
-            size = len(sec.data) // max(len(text_rel), 1)
-        keep = sorted({(r.offset // size) for r in rel
-                       if after.symbols[r.sym].shndx in include
-                       and after.sections[after.symbols[r.sym].shndx].flags & SHF_EXECINSTR})
+            return len(sec.data) // max(len(text_rel), 1)
+        return TABLES[sec.name] or (len(sec.data) // max(len({r.offset for r in text_rel}), 1))
+
+    def _copy_table(self, shndx: int, ri: int) -> None:
+        sec = self.after.sections[shndx]
+        rel = sorted(self.after.relas(ri), key=lambda r: r.offset)
+        size = self._entry_size(sec, rel)
+        keep = sorted({r.offset // size for r in rel if self._is_copied_text(r.sym)})
         data = b"".join(sec.data[e * size:(e + 1) * size] for e in keep)
         rows = []
         for r in rel:
             e = r.offset // size
             if e in keep:
-                j, a = decide(r.sym, r.type, r.addend)
+                j, a = self.decide(r.sym, r.type, r.addend)
                 rows.append((keep.index(e) * size + r.offset % size, j, r.type, a))
-        table_sections[shndx] = (data, rows)
-        # decide() may pull in more constants (the file name strings of __bug_table)
-    for shndx in [i for i in include if i not in done]:
-        rows = []
-        for ri in after.rela_sections_for(shndx):
-            for r in after.relas(ri):
-                j, a = decide(r.sym, r.type, r.addend)
-                rows.append((r.offset, j, r.type, a))
-        relas_out[shndx] = rows
-        done.add(shndx)
+        self.table_sections[shndx] = (data, rows)
 
-    # ---- assemble the new object --------------------------------------------------
-    sections: list[Section] = [Section("", SHT_NULL, 0, b"")]
-    new_index: dict[int, int] = {}
-    for shndx in list(include) + list(table_sections):
-        src = after.sections[shndx]
-        data = table_sections[shndx][0] if shndx in table_sections else src.data
-        new_index[shndx] = len(sections)
-        sections.append(Section(src.name, src.type, src.flags, data, addralign=src.addralign,
-                                entsize=src.entsize, nobits_size=src.nobits_size))
-    symbols: list[Symbol] = [Symbol("", 0, 0, STB_LOCAL, 0, 0)]
-    sym_new: dict[int, int] = {}
-    for shndx, ni in new_index.items():
-        sym_new[-shndx - 1] = len(symbols)
-        symbols.append(Symbol("", 0, 0, STB_LOCAL, STT_SECTION, ni))
-    globals_: list[tuple[int, Symbol]] = []
-    for i, s in enumerate(after.symbols):
-        if s.shndx in new_index and s.type in (STT_FUNC, STT_OBJECT, STT_NOTYPE) and s.name:
-            if s.name in changed:
-                res.replaced[s.name] = new_symbol(s.name)
-                globals_.append((i, Symbol(new_symbol(s.name), s.value, s.size, STB_GLOBAL, s.type,
-                                           new_index[s.shndx], s.other)))
-            elif s.bind == STB_LOCAL or s.type == STT_NOTYPE:
+    def carry_tables(self) -> None:
+        """Copy the entries of the carried tables, then relocate what they pulled in."""
+        self.find_tables()
+        for shndx, ri in self.tables.items():
+            self._copy_table(shndx, ri)
+        # decide() may pull in more constants (the file name strings of __bug_table)
+        for shndx in [i for i in self.include if i not in self.done]:
+            self._relocate(shndx)
+
+    # ---- step 3: write the new object ------------------------------------------------
+
+    def assemble(self) -> Extracted:
+        """The new relocatable object, its symbol table and relocations."""
+        sections, new_index = self._sections()
+        symbols, sym_new = self._symbols(new_index)
+        rela_secs = self._rela_sections(sections, new_index, sym_new)
+        sections.extend(rela_secs)
+        symtab_i = len(sections)
+        for rs in rela_secs:
+            rs.link = symtab_i
+        sections.append(Section(".symtab", SHT_SYMTAB, 0, b"", link=symtab_i + 1, addralign=8,
+                                entsize=24))
+        sections.append(Section(".strtab", SHT_STRTAB, 0, b""))
+        sections.append(Section(".shstrtab", SHT_STRTAB, 0, b""))
+        sections.append(Section(".note.GNU-stack", SHT_PROGBITS, 0, b""))
+        res = self.res
+        res.obj = ElfObject(sections, symbols, machine=self.after.machine,
+                            flags=self.after.flags, ident=self.after.ident)
+        res.klp_refs = sorted(set(res.klp_refs))
+        res.plain_refs = sorted(set(res.plain_refs))
+        res.dropped_tables = sorted(self.after.sections[i].name for i in self.tables)
+        missing = [n for n in self.changed if n not in res.replaced]
+        if missing:
+            raise ExtractionError(f"{self.tu_file}: could not extract {', '.join(missing)}")
+        return res
+
+    def _sections(self) -> tuple[list[Section], dict[int, int]]:
+        sections: list[Section] = [Section("", SHT_NULL, 0, b"")]
+        new_index: dict[int, int] = {}
+        for shndx in list(self.include) + list(self.table_sections):
+            src = self.after.sections[shndx]
+            data = self.table_sections[shndx][0] if shndx in self.table_sections else src.data
+            new_index[shndx] = len(sections)
+            sections.append(Section(src.name, src.type, src.flags, data, addralign=src.addralign,
+                                    entsize=src.entsize, nobits_size=src.nobits_size))
+        return sections, new_index
+
+    def _symbols(self, new_index: dict[int, int]) -> tuple[list[Symbol], dict[int, int]]:
+        """Section symbols, then locals, then globals, then the undefined references.
+
+        Keys of the returned map are *after* symbol indices; ``-shndx - 1``
+        stands for the section symbol of *after* section ``shndx``.
+        """
+        symbols: list[Symbol] = [Symbol("", 0, 0, STB_LOCAL, 0, 0)]
+        sym_new: dict[int, int] = {}
+        for shndx, ni in new_index.items():
+            sym_new[-shndx - 1] = len(symbols)
+            symbols.append(Symbol("", 0, 0, STB_LOCAL, STT_SECTION, ni))
+        globals_: list[tuple[int, Symbol]] = []
+        for i, s in enumerate(self.after.symbols):
+            if s.shndx not in new_index or s.type not in (STT_FUNC, STT_OBJECT, STT_NOTYPE) \
+                    or not s.name:
+                continue
+            if s.name in self.changed:
+                self.res.replaced[s.name] = new_symbol(s.name)
+                globals_.append((i, Symbol(new_symbol(s.name), s.value, s.size, STB_GLOBAL,
+                                           s.type, new_index[s.shndx], s.other)))
+                continue
+            local = s.bind == STB_LOCAL or s.type == STT_NOTYPE
+            copy = Symbol(s.name, s.value, s.size, STB_LOCAL if local else s.bind, s.type,
+                          new_index[s.shndx], s.other)
+            if local:
                 sym_new[i] = len(symbols)
-                symbols.append(Symbol(s.name, s.value, s.size, STB_LOCAL, s.type,
-                                      new_index[s.shndx], s.other))
-                if s.type == STT_FUNC:
-                    res.copied.append(s.name)
+                symbols.append(copy)
             else:
-                globals_.append((i, Symbol(s.name, s.value, s.size, s.bind, s.type,
-                                           new_index[s.shndx], s.other)))
-                if s.type == STT_FUNC:
-                    res.copied.append(s.name)
-    for i, sym in globals_:
-        sym_new[i] = len(symbols)
-        symbols.append(sym)
-    undef: dict[str, int] = {}
-    for i, (kind, name) in decisions.items():
-        if kind == "ext":
-            assert isinstance(name, str)
+                globals_.append((i, copy))
+            if s.type == STT_FUNC:
+                self.res.copied.append(s.name)
+        for i, sym in globals_:
+            sym_new[i] = len(symbols)
+            symbols.append(sym)
+        undef: dict[str, int] = {}
+        for i, name in self.decisions.items():
             if name not in undef:
                 undef[name] = len(symbols)
                 symbols.append(Symbol(name, 0, 0, STB_GLOBAL, STT_NOTYPE, SHN_UNDEF))
             sym_new[i] = undef[name]
+        return symbols, sym_new
 
-    def map_sym(j: int) -> int:
-        if j in sym_new:
-            return sym_new[j]
-        s = after.symbols[j]
-        if s.type == STT_SECTION and s.shndx in new_index:
-            return sym_new[-s.shndx - 1]
-        raise ExtractionError(f"{tu_file}: internal: no mapping for symbol {s.name or j}")
+    def _rela_sections(self, sections: list[Section], new_index: dict[int, int],
+                       sym_new: dict[int, int]) -> list[Section]:
+        def map_sym(j: int) -> int:
+            if j in sym_new:
+                return sym_new[j]
+            s = self.after.symbols[j]
+            if s.type == STT_SECTION and s.shndx in new_index:
+                return sym_new[-s.shndx - 1]
+            raise ExtractionError(f"{self.tu_file}: internal: no mapping for symbol {s.name or j}")
 
-    symtab_i = len(sections) + len(new_index)  # after the rela sections
-    rela_secs: list[Section] = []
-    for shndx, ni in new_index.items():
-        rows = table_sections[shndx][1] if shndx in table_sections else relas_out.get(shndx, [])
-        if not rows:
-            continue
-        relas = [Rela(off, map_sym(j), t, a) for off, j, t, a in rows]
-        rela_secs.append(Section(".rela" + sections[ni].name, SHT_RELA, SHF_INFO_LINK,
-                                 ElfObject.pack_relas(relas), link=0, info=ni, addralign=8,
-                                 entsize=24))
-    sections.extend(rela_secs)
-    symtab_i = len(sections)
-    for rs in rela_secs:
-        rs.link = symtab_i
-    sections.append(Section(".symtab", SHT_SYMTAB, 0, b"", link=symtab_i + 1, addralign=8,
-                            entsize=24))
-    sections.append(Section(".strtab", SHT_STRTAB, 0, b""))
-    sections.append(Section(".shstrtab", SHT_STRTAB, 0, b""))
-    sections.append(Section(".note.GNU-stack", SHT_PROGBITS, 0, b""))
-    res.obj = ElfObject(sections, symbols, machine=after.machine, flags=after.flags,
-                        ident=after.ident)
-    res.klp_refs = sorted(set(res.klp_refs))
-    res.plain_refs = sorted(set(res.plain_refs))
-    res.dropped_tables = sorted(after.sections[i].name for i in tables)
-    missing = [n for n in changed if n not in res.replaced]
-    if missing:
-        raise ExtractionError(f"{tu_file}: could not extract {', '.join(missing)}")
-    return res
+        out: list[Section] = []
+        for shndx, ni in new_index.items():
+            rows = (self.table_sections[shndx][1] if shndx in self.table_sections
+                    else self.relas_out.get(shndx, []))
+            if not rows:
+                continue
+            relas = [Rela(off, map_sym(j), t, a) for off, j, t, a in rows]
+            out.append(Section(".rela" + sections[ni].name, SHT_RELA, SHF_INFO_LINK,
+                               ElfObject.pack_relas(relas), link=0, info=ni, addralign=8,
+                               entsize=24))
+        return out
 
 
 def klp_convert(ko: ElfObject, objname: str = "vmlinux") -> list[str]:

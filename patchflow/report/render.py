@@ -36,22 +36,31 @@ class Written:
     markdown: Path
     results: Path | None
     mail: Path | None
+    junit: Path | None = None
 
 
 def write_report(doc: ResultsDoc, out_dir: Path, *, tested_by: str | None = None,
                  write_results: bool = False) -> Written:
-    """Render report.html and summary.md (and mail.txt, results.json) into *out_dir*."""
+    """Render report.html and summary.md into *out_dir*.
+
+    With *write_results* (a merged report) also the merged ``results.json`` and
+    ``junit.xml``, the files a CI engine's report job publishes; with
+    *tested_by* a reply to the series thread, ``mail.txt``.
+    """
+    from patchflow.gate.records import junit_xml
     from patchflow.report.mail import render_mail
 
     view = build_view(doc)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(out_dir / "report.html", render_html(view))
     atomic_write(out_dir / "summary.md", render_markdown(view))
-    res = mail = None
+    res = mail = junit = None
     if write_results:
         res = out_dir / "results.json"
         atomic_write_json(res, doc.to_json())
+        junit = out_dir / "junit.xml"
+        atomic_write(junit, junit_xml(doc))
     if tested_by is not None:
         mail = out_dir / "mail.txt"
         atomic_write(mail, render_mail(view, tested_by).as_text())
-    return Written(out_dir / "report.html", out_dir / "summary.md", res, mail)
+    return Written(out_dir / "report.html", out_dir / "summary.md", res, mail, junit)

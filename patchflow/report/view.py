@@ -23,7 +23,7 @@ from patchflow.bench.metrics import Metric, metric
 from patchflow.gate.records import Entry, ResultsDoc
 from patchflow.gate.registry import stage_key
 from patchflow.livepatch.results import LivepatchBuildDetails, LivepatchVerifyDetails
-from patchflow.report.plots import fmt_num, svg_plot
+from patchflow.report.plots import fmt_num, svg_forest, svg_plot
 from patchflow.result import Status
 
 #: the metric the ROI calculator turns into capacity unless the user picks another
@@ -117,6 +117,7 @@ class ReportView:
     backports: tuple[BackportView, ...]
     benches: tuple[BenchView, ...]
     livepatches: tuple[LivepatchView, ...]
+    headline_svg: str
     roi_json: str
     counts: tuple[tuple[str, int], ...]
 
@@ -160,20 +161,42 @@ def _metric_views(d: BenchDetails) -> tuple[MetricView, ...]:
     return tuple(out)
 
 
+def _pct(x: float | None) -> float | None:
+    return None if x is None else round(x * 100, 3)
+
+
+def _as_gain(change: float | None, better: str) -> float | None:
+    """A metric's change as the throughput change it stands for.
+
+    Higher-is-better metrics are throughput already.  A lower-is-better one
+    is read as a cost per unit of work: a change *c* lets the same resources
+    do ``1 / (1 + c) - 1`` more work (-20% cost is +25% work).
+    """
+    if change is None:
+        return None
+    return change if better != "lower" else 1 / (1 + change) - 1
+
+
 def roi_entry(target: str, d: BenchDetails, metric_name: str = THROUGHPUT_METRIC
               ) -> dict[str, Any]:
-    """What the ROI calculator needs for one target, from the bench stage's own judgement."""
+    """What the ROI calculator needs for one target and metric, from the bench's own judgement."""
     c = d.comparison(metric_name)
     info = metric(metric_name)
+    lo, hi = (None, None) if c is None else (c.ci_low, c.ci_high)
+    gains = [_as_gain(lo, info.better), _as_gain(hi, info.better)]
     return {
         "target": target,
         "metric": metric_name,
         "label": info.label,
+        "unit": info.unit,
         "better": info.better,
         "available": c is not None and c.change is not None,
-        "change_pct": None if c is None or c.change is None else round(c.change * 100, 3),
-        "ci_low_pct": None if c is None or c.ci_low is None else round(c.ci_low * 100, 3),
-        "ci_high_pct": None if c is None or c.ci_high is None else round(c.ci_high * 100, 3),
+        "change_pct": None if c is None else _pct(c.change),
+        "ci_low_pct": _pct(lo),
+        "ci_high_pct": _pct(hi),
+        "gain_pct": None if c is None else _pct(_as_gain(c.change, info.better)),
+        "gain_low_pct": None if None in gains else _pct(min(g for g in gains if g is not None)),
+        "gain_high_pct": None if None in gains else _pct(max(g for g in gains if g is not None)),
         "significant": bool(c is not None and c.significant),
         "verdict": c.verdict if c is not None else "not measured",
         "runs": 0 if c is None else min(c.n_a, c.n_b),
@@ -182,6 +205,27 @@ def roi_entry(target: str, d: BenchDetails, metric_name: str = THROUGHPUT_METRIC
         "emulated": d.environment.emulated,
         "environment": env_sentence(d.environment),
     }
+
+
+def roi_entries(target: str, d: BenchDetails) -> list[dict[str, Any]]:
+    """One ROI entry per judged metric of *target*, throughput first (the default pick)."""
+    names = [c.metric for c in d.comparisons if metric(c.metric).better in ("higher", "lower")]
+    names.sort(key=lambda n: n != THROUGHPUT_METRIC)
+    return [roi_entry(target, d, n) for n in names] or [roi_entry(target, d)]
+
+
+def headline_rows(benches: Sequence[BenchView]) -> list[tuple[str, float, float, float, str]]:
+    """(label, change, ci_low, ci_high, verdict) of every judged metric with an interval."""
+    rows = []
+    for b in benches:
+        for m in b.metrics:
+            c = m.comparison
+            if m.info.better not in ("higher", "lower") or None in (c.change, c.ci_low, c.ci_high):
+                continue
+            assert c.change is not None and c.ci_low is not None and c.ci_high is not None
+            rows.append((f"{m.info.label} ({b.target}, {m.info.better} is better)", c.change,
+                         c.ci_low, c.ci_high, c.verdict))
+    return rows
 
 
 def _matrix(doc: ResultsDoc, stages: tuple[str, ...]) -> tuple[MatrixRow, ...]:
@@ -248,7 +292,7 @@ def build_view(doc: ResultsDoc) -> ReportView:
             emulated=bool(d and d.environment.emulated),
             metrics=_metric_views(d) if d else ()))
         if d is not None:
-            roi.append(roi_entry(target, d))
+            roi += roi_entries(target, d)
     verifies = {e.result.target: e for e in doc.of_stage("livepatch-verify")}
     livepatches = tuple(_livepatch(e, verifies.get(e.result.target))
                         for e in doc.of_stage("livepatch-build")
@@ -268,6 +312,7 @@ def build_view(doc: ResultsDoc) -> ReportView:
         reproduce=doc.reproduce, run_id=doc.run_id, stages=stages, matrix=_matrix(doc, stages),
         backports=tuple(_backport(e) for e in doc.of_stage("backport")),
         benches=tuple(benches), livepatches=livepatches,
+        headline_svg=svg_forest(headline_rows(benches)),
         # "<" escaped so no "</script>" inside the data can end the script element
         roi_json=json.dumps(roi, sort_keys=True).replace("<", "\\u003c"),
         counts=tuple(sorted(counts.items(), key=lambda kv: order.index(kv[0])

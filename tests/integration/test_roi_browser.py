@@ -66,6 +66,9 @@ class Browser:
         if text:
             self.call("POST", f"/element/{el}/value", {"text": text})
 
+    def click(self, css: str) -> None:
+        self.call("POST", f"/element/{self.find(css)}/click", {})
+
     def text(self, css: str) -> str:
         return str(self.call("GET", f"/element/{self.find(css)}/text"))
 
@@ -165,3 +168,25 @@ def test_calculator_refuses_to_promise_without_significance(browser: Browser,
     assert browser.text("#roi-verdict").startswith("Not significant")
     assert browser.text("#roi-money") == "none claimed"
     assert browser.text("#roi-nodes") == "none claimed"
+
+
+def test_calculator_uses_the_metric_the_user_picks(browser: Browser, tmp_path: Path) -> None:
+    """Shootdowns per reclaimed page, a cost per unit of work, as the basis of the ROI."""
+    doc = recorded_61()
+    [roi] = [r for r in json.loads(build_view(doc).roi_json)
+             if r["metric"] == "tlb_per_reclaimed_page"]
+    assert roi["significant"] and roi["better"] == "lower"
+    browser.call("POST", "/url", {"url": _page(doc, tmp_path / "out")})
+    browser.click('#roi-metric option[value="tlb_per_reclaimed_page"]')
+    browser.type("#roi-fleet", "1000")
+    browser.type("#roi-cost", "100")
+    # -82.3% of the cost per page is 1/(1-0.823)-1 = +465% work on the same nodes
+    gain = (1 / (1 + roi["change_pct"] / 100) - 1) * 100
+    assert roi["gain_pct"] == pytest.approx(gain, abs=0.05)  # change_pct is rounded
+    lo, hi, mid = (1000 * _freed(roi[k]) for k in ("gain_low_pct", "gain_high_pct", "gain_pct"))
+    assert browser.text("#roi-nodes") == f"{lo:.1f} to {hi:.1f} nodes (point estimate {mid:.1f})"
+    assert browser.text("#roi-change").startswith(f"TLB shootdowns per reclaimed page "
+                                                  f"{roi['change_pct']:+.1f}%".replace("-", "−"))
+    assert browser.text("#roi-basis").startswith("Read as a cost per unit of work")
+    # the caveat sits next to the result, in the calculator, in full-size text
+    assert "2 vCPUs" in browser.text("#roi-env")

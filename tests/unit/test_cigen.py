@@ -29,19 +29,35 @@ def test_examples_are_current(example: Path) -> None:
 
 def test_gitlab_fan_out() -> None:
     doc = yaml.safe_load(cigen.generate(cigen.PipelineSpec(
-        "gitlab", "batch-tlb-flush", ("linux-6.1.y", "linux-6.12.y"), gate_args=("--dry-run",))))
+        "gitlab", "batch-tlb-flush", ("linux-6.1.y", "linux-6.12.y"), gate_args=("--force",),
+        tags=("kvm", "large"), timeout="2h 30m")))
     assert doc["stages"] == ["prepare", "verify", "report"]
     verify = doc["verify:linux-6.12.y"]
     assert verify["needs"] == [{"job": "prepare:linux-6.12.y", "artifacts": True}]
     assert verify["script"] == ["patchflow gate batch-tlb-flush --target linux-6.12.y "
                                 "--stage boot --stage bench --stage livepatch-build "
                                 "--stage livepatch-verify --out .pf/results/linux-6_12_y-verify "
-                                "--dry-run"]
+                                "--force"]
     assert ".pf/ws-linux-6_12_y/" in verify["artifacts"]["paths"]
-    assert doc[".patchflow"]["allow_failure"] == {"exit_codes": [1]}
+    # kernel checkouts and live-patch build dirs never travel as artifacts
+    assert ".pf/ws-linux-6_12_y/worktrees/**/*" in verify["artifacts"]["exclude"]
+    base = doc[".patchflow"]
+    assert base["allow_failure"] == {"exit_codes": [1]}
+    assert base["image"] == "debian:bookworm" and base["timeout"] == "150m"
+    assert base["tags"] == ["kvm", "large"]
+    # a bare Debian container: python3/pip from apt, patchflow from pip, then the tools
+    assert base["before_script"][1] == ("python3 -m pip install -q --break-system-packages "
+                                        "$PATCHFLOW_PIP_SPEC")
+    assert base["before_script"][2] == "patchflow ci setup"
+    assert doc["variables"]["PATCHFLOW_PIP_SPEC"] == "patchflow"
+    [manual, push] = doc["workflow"]["rules"]
+    assert "schedule" in manual["if"] and push["changes"] == ["series/**/*", "targets/**/*"]
     rep = doc["report"]
     assert rep["when"] == "always" and len(rep["needs"]) == 4
     assert rep["script"] == ["patchflow report --merge .pf/results --out .pf/report --verdict"]
+    assert rep["artifacts"]["reports"]["junit"] == ".pf/report/junit.xml"
+    # the report job needs patchflow, not the kernel tools
+    assert "patchflow ci setup" not in rep["before_script"]
 
 
 def test_github_matrix() -> None:
@@ -51,6 +67,23 @@ def test_github_matrix() -> None:
     assert set(jobs) == {"gate", "report"}
     assert jobs["gate"]["strategy"]["matrix"]["target"] == ["linux-6.12.y"]
     assert jobs["report"]["needs"] == "gate" and jobs["report"]["if"] == "always()"
+    # Debian's kernel packages need Debian's apt, not ubuntu-latest's
+    assert jobs["gate"]["container"] == "debian:bookworm"
+    assert jobs["gate"]["timeout-minutes"] == 180
+    assert doc[True]["push"]["paths"] == ["series/**", "targets/**"]  # YAML 1.1 reads on: as True
+    assert "schedule" not in doc[True]
+
+
+def test_github_schedule_and_labels() -> None:
+    doc = yaml.safe_load(cigen.generate(cigen.PipelineSpec(
+        "github", "s", ("t",), schedule="17 3 * * 1", tags=("self-hosted", "kvm"))))
+    assert doc[True]["schedule"] == [{"cron": "17 3 * * 1"}]
+    assert doc["jobs"]["prepare"]["runs-on"] == ["self-hosted", "kvm"]
+
+
+def test_no_setup_when_the_runner_has_patchflow() -> None:
+    doc = yaml.safe_load(cigen.generate(cigen.PipelineSpec("gitlab", "s", ("t",), pip_spec="")))
+    assert "before_script" not in doc[".patchflow"] and "PATCHFLOW_PIP_SPEC" not in doc["variables"]
 
 
 def test_gate_argv_quotes_nothing_unsafe() -> None:
@@ -68,3 +101,19 @@ def test_gate_argv_quotes_nothing_unsafe() -> None:
 def test_rejects(engine: str, targets: tuple[str, ...], message: str) -> None:
     with pytest.raises(UserError, match=message):
         cigen.generate(cigen.PipelineSpec(engine, "s", targets))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"timeout": "soon"}, "job timeout 'soon'"),
+    ({"timeout": "0m"}, "between 1m and 168h"),
+    ({"schedule": "daily"}, "not five cron fields"),
+    ({"schedule": "1 2 3 4 5\nrun: x"}, "not five cron fields"),
+    ({"tags": ("kvm; rm",)}, "runner tag"),
+    ({"image": "debian:bookworm\nscript: x"}, "not a container image"),
+    ({"watch": ("../secrets/**",)}, "watched path"),
+    ({"pip_spec": "patchflow; curl x | sh"}, "pip spec"),
+])
+def test_rejects_option_values(change: dict[str, object], message: str) -> None:
+    """Option values become YAML and shell text: each one is checked where it enters."""
+    with pytest.raises(UserError, match=message):
+        cigen.generate(cigen.PipelineSpec("gitlab", "s", ("t",), **change))  # type: ignore[arg-type]

@@ -252,3 +252,25 @@ def test_junit_escapes_failure_text() -> None:
     xml = records.junit_xml(doc)
     case = ET.fromstring(xml.split("\n", 1)[1]).find(".//failure")
     assert case is not None and case.get("message") == "Oops: <0000> & \"more\""
+
+
+def test_dry_run_cli_says_what_is_missing_and_gives_no_verdict(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gate --dry-run` on a fresh workspace and cache: a plan and what is missing, no verdict."""
+    from click.testing import CliRunner
+
+    from patchflow.cli import cli
+
+    monkeypatch.setenv("PATCHFLOW_CACHE", str(tmp_path / "empty-cache"))
+    args = ["gate", "batch-tlb-flush-demo", "-t", "linux-6.12.y", "--dry-run"]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    assert "verdict" not in done.output and "PASS" not in done.output
+    assert done.output.rstrip().endswith("dry run: nothing was run or recorded")
+    assert "missing: series batch-tlb-flush-demo was never fetched" in done.output
+    assert "missing: linux-6.12.y: no tree prepared" in done.output
+    doc = json.loads(CliRunner().invoke(cli, [*args, "--format", "json"]).output)
+    assert doc["schema"] == "patchflow.gate-plan/1" and doc["dry_run"] is True
+    assert len(doc["plan"]) == 8 and len(doc["missing"]) == 4
+    ws = Workspace.open()
+    assert not ws.runs_dir.exists() or not any(ws.runs_dir.iterdir())

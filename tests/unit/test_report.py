@@ -182,3 +182,25 @@ def test_schema_is_checked(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text('[1, 2]')
     with pytest.raises(UserError, match="not a JSON object"):
         records.load_results([tmp_path / "results.json"])
+
+
+def test_headline_chart_and_roi_metrics_come_from_the_bench() -> None:
+    """The headline shows every judged metric's change and interval; ROI can use any of them."""
+    doc = _doc("demo-two-targets")
+    view = build_view(doc)
+    bench = {e.result.target: e.result.detail(BenchDetails) for e in doc.of_stage("bench")}
+    d61 = bench["linux-6.1.y"]
+    assert d61 is not None
+    shoot = d61.comparison("tlb_per_reclaimed_page")
+    assert shoot is not None and shoot.change is not None and shoot.verdict == "improved"
+    # the recorded 6.1 run: TLB shootdowns per reclaimed page -82.3% [-82.5% … -82.1%]
+    assert (f"TLB shootdowns per reclaimed page (linux-6.1.y, lower is better): "
+            f"{shoot.change * 100:+.1f}% [") in view.headline_svg
+    assert "pages scanned" not in view.headline_svg  # not judged: not a headline
+    roi = json.loads(view.roi_json)
+    assert [r["metric"] for r in roi if r["target"] == "linux-6.1.y"][0] == "bogo_ops_per_s"
+    [entry] = [r for r in roi if r["target"] == "linux-6.1.y"
+               and r["metric"] == "tlb_per_reclaimed_page"]
+    # a cost per unit of work: -82.3% of it is 1/(1-0.823)-1 = +465% more work
+    assert entry["gain_pct"] == pytest.approx((1 / (1 + shoot.change) - 1) * 100, abs=1e-3)
+    assert entry["gain_low_pct"] <= entry["gain_pct"] <= entry["gain_high_pct"]
