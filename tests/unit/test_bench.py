@@ -242,3 +242,50 @@ def test_cli_help_lists_the_exit_codes() -> None:
         res = CliRunner().invoke(cli, [cmd, "--help"])
         assert res.exit_code == 0, res.output
         assert "Exit 1" in res.output
+
+
+def test_memory_sizes_and_bad_ones() -> None:
+    from click.testing import CliRunner
+
+    from patchflow.cli import cli
+    from patchflow.cli.bench import parse_memory
+
+    assert parse_memory(None, None, "512M") == 512
+    assert parse_memory(None, None, "2g") == 2048
+    assert parse_memory(None, None, "300") == 300
+    assert parse_memory(None, None, None) == 0
+    res = CliRunner().invoke(cli, ["bench", "s", "-t", "linux-6.12.y", "--memory", "lots"])
+    assert res.exit_code == 2 and "not a size such as 512M" in res.output
+
+
+def test_cli_bench_aa_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--aa benches base against itself; the JSON names each metric's verdict, p and interval."""
+    from patchflow.cli import main
+    from patchflow.kernel.artefacts import artefact_dir
+
+    cache = tmp_path / "cache"
+    base = artefact_dir(cache, "linux-6.12.y", "base")
+    base.mkdir(parents=True)
+    (base / "bzImage").write_bytes(b"kernel")
+    monkeypatch.setenv("PATCHFLOW_CACHE", str(cache))
+    monkeypatch.setenv("PATCHFLOW_WORKSPACE", str(tmp_path / "ws"))
+    seen: list[tuple[str, Path]] = []
+
+    def fake_run_once(kernel: Path, profile: Any, **kw: Any) -> bench.Rep:
+        seen.append((str(kw["variant"]), kernel))
+        assert profile.memcg_mb(kw["vcpus"]) == 96
+        return _rep(str(kw["variant"]), int(kw["rep"]), 100.0 + int(kw["rep"]) % 3)
+
+    monkeypatch.setattr(bench, "run_once", fake_run_once)
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "batch-tlb-flush", "--target", "linux-6.12.y", "--aa", "--reps", "6",
+              "--memory", "96M", "--accel", "tcg", "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 0
+    assert out["schema"] == "patchflow.bench/2" and out["stage"] == "bench-aa"
+    assert {v for v, _ in seen} == {"base", "base-again"} and {k for _, k in seen} == {
+        base / "bzImage"}
+    bogo = out["metrics"]["bogo_ops_per_s"]
+    assert set(bogo) >= {"verdict", "p_value", "ci_low", "ci_high", "change"}
+    assert out["details"]["environment"]["aa"] is True
