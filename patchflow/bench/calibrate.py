@@ -13,7 +13,7 @@ bench`` does):
   one round of the protocol;
 * :func:`simulated_power` / :func:`smallest_detectable`: the sequential design
   of :mod:`patchflow.stats` run on rounds drawn (with replacement) from that
-  measured noise plus a known relative shift.  This combines *measured* noise
+  measured noise (centred on 0) plus a known relative shift.  This combines *measured* noise
   with *simulated* effects: it assumes the noise of a round does not depend
   on the patch (a patch that changes the noise changes the power).
 """
@@ -139,6 +139,10 @@ def simulated_power(noise: Sequence[float], shift: float, plan: stats.Design, *,
     """How often a relative *shift* is called in its direction (improved or regressed)."""
     if not noise:
         raise ValueError("no measured noise to resample")
+    # A/A rounds have no true shift: their sample median is sampling error, and
+    # left in it would be added to every simulated shift
+    centre = stats.median(noise)
+    noise = [e - centre for e in noise]
     rng = random.Random(seed)
     want = stats.IMPROVED if (shift > 0) == (better == "higher") else stats.REGRESSED
     hits = sum(_one_bench(rng, noise, shift, plan, better, mei) == want for _ in range(trials))
