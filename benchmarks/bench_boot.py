@@ -13,7 +13,8 @@ interleaved (today, candidate; candidate, today; ...).  Prints per candidate:
 * init: the guest's uptime when /init starts (the kernel's own init time).
 
 Candidates: qboot instead of SeaBIOS, -cpu max, machine pc instead of q35,
-i8042 probing off, command-line trims, initramfs compression, and the
+q35 without unused devices (SATA, SMBus, vmport, i8042, USB), i8042 probing
+off on the command line, command-line trims, initramfs compression, and the
 combination.  Raw figures (one JSON object per boot) go to --raw.
 
     python3 benchmarks/bench_boot.py [--runs 5] [--target linux-6.12.y] [--debian]
@@ -44,6 +45,8 @@ from patchflow.workspace import Workspace
 I8042_OFF = ("i8042.noaux", "i8042.nokbd", "i8042.nopnp", "i8042.dumbkbd")
 #: one serial port probed instead of four; no IO-APIC timer check; no TSC watchdog
 CMDLINE_TRIMS = ("8250.nr_uarts=1", "no_timer_check", "tsc=reliable")
+#: q35 without the devices a serial-console guest never uses (QEMU 7.2 machine options)
+FEWER_DEVICES = "q35,sata=off,smbus=off,vmport=off,i8042=off,usb=off,graphics=off"
 
 
 @dataclass(frozen=True)
@@ -67,13 +70,14 @@ def candidates() -> dict[str, Setting]:
     out = {"i8042-off": TODAY.plus(*I8042_OFF), "cmdline-trims": TODAY.plus(*CMDLINE_TRIMS),
            "cpu-max": dataclasses.replace(TODAY, cpu="max"),
            "machine-pc": dataclasses.replace(TODAY, machine="pc"),
+           "fewer-devices": dataclasses.replace(TODAY, machine=FEWER_DEVICES),
            "initrd-uncompressed": dataclasses.replace(TODAY, compression="none"),
            "initrd-gzip-1": dataclasses.replace(TODAY, compression="gzip-fast")}
     if qemu.QBOOT.exists():
         out["qboot"] = dataclasses.replace(TODAY, bios=qemu.QBOOT)
     out["combined"] = dataclasses.replace(TODAY.plus(*I8042_OFF, *CMDLINE_TRIMS),
                                           bios=qemu.QBOOT if qemu.QBOOT.exists() else None,
-                                          compression="none")
+                                          machine=FEWER_DEVICES, compression="none")
     return out
 
 
@@ -86,8 +90,12 @@ class Boot:
     summary: str
 
 
+#: ship stress-ng and its libraries too (the bench's initramfs size), set by --stress
+STRESS = [False]
+
+
 def boot_once(ws: Workspace, kernel: Path, name: str, s: Setting, accel: str, i: int) -> Boot:
-    initrd = initramfs(ws.cache, GuestSpec(compression=s.compression))
+    initrd = initramfs(ws.cache, GuestSpec(compression=s.compression, stress_ng=STRESS[0]))
     run = qemu.boot(kernel, initrd, log=ws.root / f"boot-{name}-{i}.log", accel=accel,
                     mem_mb=256, smp=2, timeout=120, append=s.append, machine=s.machine,
                     bios=s.bios, cpu=s.cpu)
@@ -138,7 +146,10 @@ def main() -> int:
     ap.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto")
     ap.add_argument("--only", default="", help="comma-separated candidate names")
     ap.add_argument("--raw", type=Path, default=None, help="one JSON line per boot")
+    ap.add_argument("--stress", action="store_true",
+                    help="the bench's initramfs (with stress-ng) instead of busybox only")
     args = ap.parse_args()
+    STRESS[0] = args.stress
     ws = Workspace.open(Path(tempfile.mkdtemp(prefix="bench-boot-")))
     ks = kernels(ws, args.target, args.debian)
     choice = qemu.choose_accel(ws.cache, next(iter(ks.values())),
