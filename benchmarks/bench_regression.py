@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A known regression, caught: the reclaim-slowdown test fixture against the base kernel.
 
-Builds series/reclaim-slowdown-fixture/v1.mbox (udelay(50) per reclaimed folio
+Builds series/reclaim-slowdown-fixture/v1.mbox (udelay(200) per reclaimed folio
 in shrink_folio_list(), a labelled TEST FIXTURE) on the target incrementally
 over its base build, keeping that kernel aside (the target's ``patched``
 artefact is not replaced), then runs the bench at the workspace's default

@@ -86,5 +86,5 @@ def test_reclaim_fixture_is_labelled_and_only_slows_reclaim() -> None:
     added = [ln[1:].strip() for ln in text.splitlines()
              if ln.startswith("+") and not ln.startswith("+++")]
     code = [ln for ln in added if ln and not ln.startswith(("/*", "*"))]
-    assert code == ["#define PATCHFLOW_FIXTURE_RECLAIM_DELAY_US 50",
+    assert code == ["#define PATCHFLOW_FIXTURE_RECLAIM_DELAY_US 200",
                     "udelay(PATCHFLOW_FIXTURE_RECLAIM_DELAY_US);"]
