@@ -337,6 +337,8 @@ class Profile:
     #: metrics whose significant regression fails the stage (exit 1)
     primary: tuple[str, ...]
     path: Path
+    #: the memcg limit as a total (``--memory``); 0 = memcg_max_per_vcpu_mb per vCPU
+    memcg_max_mb: int = 0
 
     def vm_bytes_mb(self, vcpus: int) -> int:
         # stress-ng splits --vm-bytes between the --vm workers: it is the total
@@ -346,7 +348,7 @@ class Profile:
         return self.vm_workers_per_vcpu * vcpus
 
     def memcg_mb(self, vcpus: int) -> int:
-        return self.memcg_max_per_vcpu_mb * vcpus
+        return self.memcg_max_mb or self.memcg_max_per_vcpu_mb * vcpus
 
     def zram_mb(self, vcpus: int) -> int:
         return self.zram_per_vcpu_mb * vcpus
@@ -376,6 +378,8 @@ def load_profile(path: Path) -> Profile:
         raise ConfigError(path, "vm_method", "not a stress-ng vm method name")
     if not 0 < p.alpha < 1:
         raise ConfigError(path, "alpha", "expected a number between 0 and 1")
+    if p.memcg_max_mb < 0:
+        raise ConfigError(path, "memcg_max_mb", "expected 0 (per vCPU) or a size in MiB")
     for i, m in enumerate(p.primary):
         if m not in METRICS or METRICS[m].better == "none":
             raise ConfigError(path, f"primary[{i}]", f"not a judged metric: {m!r} (judged: "
@@ -407,6 +411,11 @@ class BenchConfig:
     vcpus: int = 0
     #: "auto" (KVM only if a probe boot proves it works), "kvm" or "tcg"
     accel: str = "auto"
+    #: minutes of bench time after which the sequential bench stops (undecided
+    #: metrics are "inconclusive"); 0 = no budget, the profile's reps are the limit
+    budget: int = 0
+    #: the workload memcg's limit in MiB (``--memory``); 0 = the profile's per-vCPU size
+    memory_mb: int = 0
 
 
 @dataclass(frozen=True)
@@ -438,6 +447,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "PATCHFLOW_BENCH_PROFILE": ("bench", "profile"),
     "PATCHFLOW_BENCH_REPS": ("bench", "reps"),
     "PATCHFLOW_BENCH_VCPUS": ("bench", "vcpus"),
+    "PATCHFLOW_BENCH_BUDGET": ("bench", "budget"),
     "PATCHFLOW_BOOT_PROFILE": ("bench", "boot_profile"),
     "PATCHFLOW_ACCEL": ("bench", "accel"),
     "PATCHFLOW_LIVEPATCH_STRESS": ("livepatch", "stress_seconds"),
@@ -463,6 +473,10 @@ def check_workspace_config(cfg: WorkspaceConfig, where: Path | str) -> Workspace
             raise bad(f"bench.{key}", str(exc)) from None
     if cfg.bench.accel not in ("auto", "kvm", "tcg"):
         raise bad("bench.accel", "expected auto, kvm or tcg")
+    if not 0 <= cfg.bench.budget <= 24 * 60:
+        raise bad("bench.budget", "expected 0 (none) to 1440 minutes")
+    if not 0 <= cfg.bench.memory_mb <= 1 << 20:
+        raise bad("bench.memory_mb", "expected 0 (the profile's) to 1048576 MiB")
     if not 0 <= cfg.livepatch.stress_seconds <= 3600:
         raise bad("livepatch.stress_seconds", "expected 0 to 3600 seconds")
     if not 1 <= cfg.livepatch.transition_timeout <= 3600:

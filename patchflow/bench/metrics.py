@@ -1,7 +1,7 @@
 """Benchmark metrics: what each one means, and reading them from what the guest sent back.
 
-:data:`METRICS` is the one declaration of every metric's label, unit and
-"better" direction; the benchmark's verdicts, the profiles' ``primary`` lists
+:data:`METRICS` is the one declaration of every metric's label, unit,
+"better" direction and minimal effect of interest; the benchmark's verdicts, the profiles' ``primary`` lists
 and the report all read it.  The parsers take the files the guest returns
 (``stress-ng --yaml``, ``/proc/interrupts``, ``/proc/vmstat`` before and after
 the workload) and each keeps a verbatim sample line as a comment
@@ -33,6 +33,10 @@ class Metric:
     unit: str
     #: "higher" or "lower" is better; "none": reported, never judged
     better: str
+    #: minimal effect of interest, relative to the base median: "no significant
+    #: difference" is claimed only when the interval excludes a change this large
+    #: (patchflow.stats); 10%: about one run-to-run sd of stress-ng under TCG here
+    mei: float = 0.10
 
 
 #: every metric a run yields, in report order

@@ -48,7 +48,8 @@ SEABIOS_DONE = ("No bootable device", "Booting from")
 
 def qemu_argv(kernel: Path, initrd: Path, *, accel: str = "tcg", mem_mb: int = 512, smp: int = 2,
               append: Sequence[str] = DEFAULT_APPEND, machine: str = "q35",
-              bios: Path | None = None, sandbox: bool = True) -> list[str]:
+              bios: Path | None = None, sandbox: bool = True, cpu: str | None = None
+              ) -> list[str]:
     """Direct kernel boot with nothing but a serial console on stdio.
 
     ``-nic none``: the guest runs kernel code under test and gets no network;
@@ -65,6 +66,8 @@ def qemu_argv(kernel: Path, initrd: Path, *, accel: str = "tcg", mem_mb: int = 5
         argv += ["-sandbox", "on"]
     if bios is not None:
         argv += ["-bios", str(bios)]
+    if cpu is not None:
+        argv += ["-cpu", cpu]
     # no "-cpu host" with KVM: it aborts on an MSR on some hosts (ENVIRONMENT.md)
     return argv
 
@@ -219,7 +222,7 @@ class BootRun:
 def boot(kernel: Path, initrd: Path, *, log: Path, accel: str = "tcg", mem_mb: int = 512,
          smp: int = 2, timeout: float = 300.0, append: Sequence[str] = DEFAULT_APPEND,
          machine: str = "q35", bios: Path | None = None, stage: str = "boot",
-         target: str | None = None,
+         target: str | None = None, cpu: str | None = None,
          on_start: Callable[[list[str]], None] | None = None) -> BootRun:
     """Boot *kernel* with *initrd* and a hard timeout; the console goes to *log*.
 
@@ -233,7 +236,7 @@ def boot(kernel: Path, initrd: Path, *, log: Path, accel: str = "tcg", mem_mb: i
     if not kernel.is_file():
         raise NotFound(f"kernel image not found: {kernel}")
     argv = qemu_argv(kernel, initrd, accel=accel, mem_mb=mem_mb, smp=smp, append=append,
-                     machine=machine, bios=bios, sandbox=has_sandbox())
+                     machine=machine, bios=bios, sandbox=has_sandbox(), cpu=cpu)
     if on_start:
         on_start(argv)
     log.parent.mkdir(parents=True, exist_ok=True)

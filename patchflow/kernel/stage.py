@@ -59,12 +59,12 @@ def backport_sha(ws: Workspace, series: str, tcfg: TargetConfig,
 
 
 def _request(ws: Workspace, tcfg: TargetConfig, src: Path, variant: str, log_dir: Path,
-             jobs: int | None, **kw: object) -> BuildRequest:
+             jobs: int | None, keep_to: Path | None = None, **kw: object) -> BuildRequest:
     return BuildRequest(
         src_dir=src, build_dir=build_dir_for(ws.cache, tcfg.name), fragments=tcfg.kconfig,
         log=log_dir / f"build-{tcfg.name}-{variant}.log", base_config=tcfg.base_config,
-        jobs=jobs, keep_to=artefact_dir(ws.cache, tcfg.name, variant), target=tcfg.name,
-        variant=variant, **kw)  # type: ignore[arg-type]
+        jobs=jobs, keep_to=keep_to or artefact_dir(ws.cache, tcfg.name, variant),
+        target=tcfg.name, variant=variant, **kw)  # type: ignore[arg-type]
 
 
 def build_from_git(ws: Workspace, tcfg: TargetConfig, series: str | None, variant: str, *,
@@ -138,8 +138,13 @@ def source_tree(ws: Workspace, tcfg: TargetConfig, progress: Progress) -> tuple[
 
 
 def build_mbox(ws: Workspace, tcfg: TargetConfig, mbox: Path, variant: str, *,
-               jobs: int | None, log_dir: Path, progress: Progress) -> list[StageResult]:
-    """Base at the branch head; patched = the head with *mbox* applied, then reverted."""
+               jobs: int | None, log_dir: Path, progress: Progress,
+               patched_to: Path | None = None) -> list[StageResult]:
+    """Base at the branch head; patched = the head with *mbox* applied, then reverted.
+
+    *patched_to* keeps the patched artefacts elsewhere than the target's ``patched``
+    (benchmarks/bench_regression.py: a test fixture must not replace the series' kernel).
+    """
     src, release = source_tree(ws, tcfg, progress)
     apply_log = log_dir / f"apply-{tcfg.name}.log"
     results: list[StageResult] = []
@@ -159,7 +164,8 @@ def build_mbox(ws: Workspace, tcfg: TargetConfig, mbox: Path, variant: str, *,
     gitrepo.apply_in_worktree(src, mbox, log=apply_log)
     try:
         progress(f"rebuilding patched {tcfg.name} incrementally")
-        results.append(build(_request(ws, tcfg, src, "patched", log_dir, jobs, reconfigure=False,
+        results.append(build(_request(ws, tcfg, src, "patched", log_dir, jobs, patched_to,
+                                      reconfigure=False,
                                       compare_warnings=base_warnings(ws, tcfg)), progress))
     finally:
         # the shared tree goes back to the baseline whatever happened

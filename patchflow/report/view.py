@@ -4,7 +4,9 @@
 every ``details`` is its stage's dataclass, so a field the report shows is a
 field a stage writes (mypy checks it); templates never see raw result dicts.
 Benchmark figures are the bench stage's own judgement (:mod:`patchflow.stats`:
-medians, bootstrap intervals, Mann-Whitney), never recomputed another way.
+the sequential paired signed-rank verdicts with Hodges-Lehmann changes and
+repeated intervals; older records: medians, bootstrap intervals, Mann-Whitney),
+never recomputed another way.
 """
 
 from __future__ import annotations

@@ -35,11 +35,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 #: what every stage of the demo series on 6.12 must say (measured on real runs): the
-#: stored queue applies cleanly, both kernels build, boot clean, 3+3 smoke boots cannot
-#: reach significance (so "no significant difference", which is a pass), the live patch
+#: stored queue applies cleanly, both kernels build, boot clean, 3 rounds of smoke boots
+#: cannot reach a verdict (so "inconclusive": a warning, exit 0), the live patch
 #: replaces shrink_folio_list and its helpers and verifies in the guest
 EXPECTED = {"check-newer": "pass", "backport": "pass", "build-base": "pass",
-            "build-patched": "pass", "boot": "pass", "bench": "pass", "livepatch-build": "pass",
+            "build-patched": "pass", "boot": "pass", "bench": "warn", "livepatch-build": "pass",
             "livepatch-verify": "pass"}
 
 

@@ -118,27 +118,91 @@ def _rep(variant: str, rep: int, bogo: float, status: Status = Status.PASS) -> b
     return bench.Rep(variant, rep, status, "", m if status is Status.PASS else {}, "x.log")
 
 
-def test_run_ab_verdicts_without_booting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_once is replaced by recorded figures: the orchestration and verdict logic only."""
-    figures = {"base": [100.0, 101, 99, 100, 102], "patched": [80.0, 81, 79, 82, 80]}
-
+def _fake_runs(monkeypatch: pytest.MonkeyPatch, figures: dict[str, list[float]],
+               calls: list[tuple[str, int]] | None = None) -> None:
     def fake_run_once(kernel: Path, profile: Any, **kw: Any) -> bench.Rep:
         v, r = str(kw["variant"]), int(kw["rep"])
+        if calls is not None:
+            calls.append((v, r))
         return _rep(v, r, figures[v][r])
 
     monkeypatch.setattr(bench, "run_once", fake_run_once)
+
+
+def test_run_ab_verdicts_without_booting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_once is replaced by recorded figures: the orchestration and verdict logic only."""
+    figures = {"base": [100.0, 101, 99, 100, 102, 98, 100, 101, 99, 100],
+               "patched": [80.0, 81, 79, 82, 80, 78, 81, 80, 79, 82]}
+    calls: list[tuple[str, int]] = []
+    _fake_runs(monkeypatch, figures, calls)
     p = find_profile("reclaim")
     res = bench.run_ab({"base": Path("a"), "patched": Path("b")}, p, cache=tmp_path,
-                       run_dir=tmp_path / "run", accel=qemu.AccelChoice("tcg", "test"), reps=5)
+                       run_dir=tmp_path / "run", accel=qemu.AccelChoice("tcg", "test"), reps=10)
     d = res.detail(bench.BenchDetails)
     assert d is not None
     by = {c.metric: c for c in d.comparisons}
     assert by["bogo_ops_per_s"].verdict == stats.REGRESSED
+    # identical runs: the interval [0, 0] is inside the 10% margin
     assert by["tlb_shootdowns"].verdict == stats.NO_DIFFERENCE
     assert res.status is Status.FAIL  # a primary metric regressed
-    assert len(d.samples) == 10 * len(METRICS)
+    # the stopping rule: 7 rounds is the first look of a 10-round design that can decide
+    assert d.rounds == 7 and d.stop == "decided" and len(calls) == 14
+    assert "decided after 7 of 10 rounds" in res.summary
+    assert len(d.samples) == 14 * len(METRICS)
     assert d.environment.accel == "tcg" and d.environment.emulated
     assert (tmp_path / "run" / "bench-progress.json").exists()
+
+
+def test_too_few_rounds_are_inconclusive_never_a_pass(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_runs(monkeypatch, {"base": [100.0, 101, 99], "patched": [50.0, 51, 49]})
+    res = bench.run_ab({"base": Path("a"), "patched": Path("b")}, find_profile("smoke"),
+                       cache=tmp_path, run_dir=tmp_path / "run",
+                       accel=qemu.AccelChoice("tcg", "test"), reps=3)
+    d = res.detail(bench.BenchDetails)
+    assert d is not None and d.stop == "rounds" and d.rounds == 3
+    assert d.comparison("bogo_ops_per_s").verdict == stats.INCONCLUSIVE  # type: ignore[union-attr]
+    assert res.status is Status.WARN and res.status.exit_code == 0
+    assert "smallest possible p is 0.250" in res.summary and "at least 6 rounds" in res.summary
+
+
+def test_budget_stops_before_a_round_would_overrun(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(float(i) * 60 for i in range(100))  # every monotonic() call: a minute later
+    monkeypatch.setattr(bench.time, "monotonic", lambda: next(clock))
+    _fake_runs(monkeypatch, {"base": [100.0] * 10, "patched": [100.0] * 10})
+    res = bench.run_ab({"base": Path("a"), "patched": Path("b")}, find_profile("reclaim"),
+                       cache=tmp_path, run_dir=tmp_path / "run",
+                       accel=qemu.AccelChoice("tcg", "test"), reps=10, budget_s=150)
+    d = res.detail(bench.BenchDetails)
+    assert d is not None and d.stop == "budget" and d.rounds < 10
+    assert all(c.verdict in (stats.INCONCLUSIVE, stats.NOT_JUDGED) for c in d.comparisons)
+    assert "time budget stopped the bench" in res.summary
+
+
+def test_aa_runs_the_same_protocol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, int]] = []
+    _fake_runs(monkeypatch, {"base": [100.0, 90, 110, 95, 105, 100, 98, 102, 97, 103],
+                             "base-again": [101.0, 92, 108, 96, 104, 99, 97, 103, 98, 101]},
+               calls)
+    res = bench.run_ab({v: Path("a") for v in bench.AA_VARIANTS}, find_profile("reclaim"),
+                       cache=tmp_path, run_dir=tmp_path / "run",
+                       accel=qemu.AccelChoice("tcg", "test"), reps=10, aa=True)
+    d = res.detail(bench.BenchDetails)
+    assert d is not None and d.environment.aa and res.stage == "bench-aa"
+    assert calls[:4] == [("base", 0), ("base-again", 0), ("base-again", 1), ("base", 1)]
+    assert res.summary.startswith("A/A (base against itself): ")
+    assert not any(c.significant for c in d.comparisons)
+
+
+def test_memory_knob_sets_the_memcg_total() -> None:
+    import dataclasses
+
+    p = dataclasses.replace(find_profile("reclaim"), memcg_max_mb=512)
+    # the seed's shape: 16 vCPUs, --vm 16 --vm-bytes 2G, a 512M memcg
+    argv = bench.stress_argv(p, 16)
+    assert argv[argv.index("--vm") + 1] == "16" and argv[argv.index("--vm-bytes") + 1] == "2048M"
+    assert p.memcg_mb(16) == 512 and "memcg 512M" in bench.bench_snippet(p, 16)
 
 
 def test_run_ab_stops_on_a_broken_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,3 +242,50 @@ def test_cli_help_lists_the_exit_codes() -> None:
         res = CliRunner().invoke(cli, [cmd, "--help"])
         assert res.exit_code == 0, res.output
         assert "Exit 1" in res.output
+
+
+def test_memory_sizes_and_bad_ones() -> None:
+    from click.testing import CliRunner
+
+    from patchflow.cli import cli
+    from patchflow.cli.bench import parse_memory
+
+    assert parse_memory(None, None, "512M") == 512
+    assert parse_memory(None, None, "2g") == 2048
+    assert parse_memory(None, None, "300") == 300
+    assert parse_memory(None, None, None) == 0
+    res = CliRunner().invoke(cli, ["bench", "s", "-t", "linux-6.12.y", "--memory", "lots"])
+    assert res.exit_code == 2 and "not a size such as 512M" in res.output
+
+
+def test_cli_bench_aa_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--aa benches base against itself; the JSON names each metric's verdict, p and interval."""
+    from patchflow.cli import main
+    from patchflow.kernel.artefacts import artefact_dir
+
+    cache = tmp_path / "cache"
+    base = artefact_dir(cache, "linux-6.12.y", "base")
+    base.mkdir(parents=True)
+    (base / "bzImage").write_bytes(b"kernel")
+    monkeypatch.setenv("PATCHFLOW_CACHE", str(cache))
+    monkeypatch.setenv("PATCHFLOW_WORKSPACE", str(tmp_path / "ws"))
+    seen: list[tuple[str, Path]] = []
+
+    def fake_run_once(kernel: Path, profile: Any, **kw: Any) -> bench.Rep:
+        seen.append((str(kw["variant"]), kernel))
+        assert profile.memcg_mb(kw["vcpus"]) == 96
+        return _rep(str(kw["variant"]), int(kw["rep"]), 100.0 + int(kw["rep"]) % 3)
+
+    monkeypatch.setattr(bench, "run_once", fake_run_once)
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "batch-tlb-flush", "--target", "linux-6.12.y", "--aa", "--reps", "6",
+              "--memory", "96M", "--accel", "tcg", "--format", "json"])
+    out = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 0
+    assert out["schema"] == "patchflow.bench/2" and out["stage"] == "bench-aa"
+    assert {v for v, _ in seen} == {"base", "base-again"} and {k for _, k in seen} == {
+        base / "bzImage"}
+    bogo = out["metrics"]["bogo_ops_per_s"]
+    assert set(bogo) >= {"verdict", "p_value", "ci_low", "ci_high", "change"}
+    assert out["details"]["environment"]["aa"] is True

@@ -99,6 +99,22 @@ def test_initramfs_is_cached_by_content(tmp_path: Path) -> None:
     assert b"insmod /lib/modules/lp.ko" in files["init"][1]
 
 
+def test_initramfs_compression_choices(tmp_path: Path) -> None:
+    gz = initramfs.initramfs(tmp_path / "cache", initramfs.GuestSpec())
+    raw = initramfs.initramfs(tmp_path / "cache", initramfs.GuestSpec(compression="none"))
+    fast = initramfs.initramfs(tmp_path / "cache", initramfs.GuestSpec(compression="gzip-fast"))
+    assert len({gz, raw, fast}) == 3 and raw.suffix == ".cpio"
+    # the same archive either way: only how it is stored differs
+    assert gzip.decompress(gz.read_bytes()) == raw.read_bytes() == gzip.decompress(
+        fast.read_bytes())
+
+
+def test_qemu_argv_cpu_model() -> None:
+    argv = qemu.qemu_argv(Path("/k"), Path("/i"), cpu="max")
+    assert argv[argv.index("-cpu") + 1] == "max"
+    assert "-cpu" not in qemu.qemu_argv(Path("/k"), Path("/i"))
+
+
 EXPECTED = json.loads((CONSOLE / "expected.json").read_text())
 
 
