@@ -143,7 +143,9 @@ def compile_patch(tree: BuildTree, worktree: Path, files: Sequence[str], log: Pa
                 not_built.append(obj)
                 continue
             argv = compile_argv(cmd, tree, worktree, obj, Path(tmp))
-            done = run(argv, cwd=tree.build_dir, timeout=COMPILE_TIMEOUT, log=log, check=False)
+            # LC_ALL=C: gcc's messages in ASCII quotes, the same on every host
+            done = run(argv, cwd=tree.build_dir, env={"LC_ALL": "C"}, timeout=COMPILE_TIMEOUT,
+                       log=log, check=False)
             built.append(obj)
             if not done.ok:
                 errors += errors_of(done.stdout + done.stderr, worktree) or [

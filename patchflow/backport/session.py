@@ -231,6 +231,11 @@ class Session:
                             "into the backport's commit message)")
         gitrepo.git(self.worktree, "add", "-u")
         if gitrepo.staged_changes(self.worktree):
+            if gitrepo.git(self.worktree, "diff", "--cached", "--quiet", self.head,
+                           check=False).ok:
+                # the edits undo the whole patch: that is a skip, not a fix
+                raise UserError(f"the edits in {self.worktree} leave patch {r.idx} empty; "
+                                "drop it with --skip --note 'WHY' instead")
             gitrepo.git(self.worktree, "commit", "--amend", "--no-verify", "-q", "--no-edit")
         if self._build_fails(r):
             self.save()

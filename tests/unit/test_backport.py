@@ -573,3 +573,16 @@ def test_build_check_without_a_build_dir(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="linux-6.1.y has no prepared build dir .* run "
                                         "`patchflow build linux-6.1.y` first"):
         bpb.prepared(tmp_path / "nosuch", "linux-6.1.y")
+
+
+def test_lore_link_setting(tmp_path: Path) -> None:
+    from patchflow.config import ConfigError, load_workspace_config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[lore]\nmidmask = "http://127.0.0.1:8080/linux-mm/%s"\n'
+                    'link = "https://lists.example.org/r/%s"\n')
+    assert load_workspace_config(path).lore.link == "https://lists.example.org/r/%s"
+    path.write_text('[lore]\nlink = "http://127.0.0.1:8080/linux-mm/"\n')
+    with pytest.raises(ConfigError, match="lore.link"):
+        load_workspace_config(path)
+    assert load_workspace_config(tmp_path / "none.toml").lore.link == bpp.LORE_LINK
