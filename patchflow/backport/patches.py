@@ -28,7 +28,7 @@ class Outcome(enum.Enum):
     PRESENT = "already-present"
     FUZZ = "fuzz"  # needs reduced context: stops for review, never silent
     CONFLICT = "conflict"
-    RESOLVED = "resolved"  # a conflict resolved by the maintainer or by rerere
+    RESOLVED = "resolved"  # a conflict (or a build error) resolved by the maintainer or by rerere
     STALE = "stale"  # a stored backport patch no longer applies
     SKIPPED = "skipped"  # dropped by the maintainer as not applicable (``--skip --note``)
 

@@ -240,7 +240,8 @@ class Session:
         if self._build_fails(r):
             self.save()
             return self
-        r.detail = note
+        # changed by the maintainer, so never "clean": the backport WARNs and says why
+        r.outcome, r.detail = Outcome.RESOLVED, note
         r.note = f"fixed to build on {self.target}: {note}"
         self._commit(p, r)
         self.phase = "new"

@@ -124,10 +124,13 @@ def _patch_dir(ws: Workspace, series: str, revision: int, target: str) -> Path:
     return ws.worktrees_dir / "backport" / f".{series}-v{revision}--{target}.patches"
 
 
-def _summary(s: Session) -> tuple[Status, str]:
+def _summary(s: Session, carried: int = 0) -> tuple[Status, str]:
+    """Status and one line; *carried* skips come from the stored queue re-applied."""
     counts: dict[str, int] = {}
     for r in s.results:
         counts[r.outcome.value] = counts.get(r.outcome.value, 0) + 1
+    if carried:
+        counts[Outcome.SKIPPED.value] = counts.get(Outcome.SKIPPED.value, 0) + carried
     tally = ", ".join(f"{n} {k}" for k, n in counts.items())
     if s.phase == "conflict":
         r = s.results[-1]
@@ -141,16 +144,14 @@ def _summary(s: Session) -> tuple[Status, str]:
     if s.phase == "review":
         r = s.results[-1]
         return Status.FAIL, f"patch {r.idx} ({r.subject}) {r.detail}: review it, then --continue"
-    if any(r.outcome not in ACCEPTED for r in s.results):
+    if carried or any(r.outcome not in ACCEPTED for r in s.results):
         return Status.WARN, f"applied with changes: {tally}"
     return Status.PASS, f"applied: {tally}"
 
 
 def _finish(ws: Workspace, state: State, s: Session, sw: Stopwatch, *, source: str = "series",
             no_3way: Sequence[str] = (), carried: Sequence[Skip] = ()) -> StageResult:
-    status, summary = _summary(s)
-    if carried and status is Status.PASS:
-        status, summary = Status.WARN, f"{summary}, {len(carried)} skipped earlier"
+    status, summary = _summary(s, len(carried))
     queue = ref = head = ""
     rebase: RebaseReport | None = None
     if s.phase == "done":

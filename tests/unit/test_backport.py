@@ -477,6 +477,7 @@ def test_cli_skip_status_and_build_check_refusal(tmp_path: Path, repo: Path,
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--format", "json"])
     [doc] = json.loads(res.stdout)["results"]
     assert doc["status"] == "warn" and doc["details"]["source"] == "stored queue"
+    assert doc["summary"] == "applied with changes: 1 skipped"
     assert [k["note"] for k in doc["details"]["skipped"]] == ["stable already shifts instead"]
     manifest = json.loads((cfg / "series/demo/backports/local/manifest.json").read_text())
     assert len(manifest["skipped"]) == 1
