@@ -78,7 +78,7 @@ def prepared(build_dir: Path, target: str) -> BuildTree:
     source = build_dir / "source"
     if not (build_dir / ".config").is_file() or not source.is_symlink():
         raise UserError(f"--build-check: {target} has no prepared build dir ({build_dir}); "
-                        f"run `patchflow build {target}` first")
+                        f"run `patchflow build SERIES --target {target} --variant base` first")
     return BuildTree(build_dir, Path(os.readlink(source)))
 
 

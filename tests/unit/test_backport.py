@@ -455,7 +455,7 @@ def test_cli_skip_status_and_build_check_refusal(tmp_path: Path, repo: Path,
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--build-check"])
     assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
     assert "--build-check: local has no prepared build dir" in res.output
-    assert "patchflow build local" in res.output and len(res.output.strip().splitlines()) == 1
+    assert "patchflow build SERIES --target local --variant base" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "ws/worktrees/backport/demo--local").exists()
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local"])
     assert res.exit_code == 1 and "--skip --target local --note" in res.output
@@ -572,7 +572,8 @@ def test_build_check_without_a_build_dir(tmp_path: Path) -> None:
     from patchflow.errors import UserError
 
     with pytest.raises(UserError, match="linux-6.1.y has no prepared build dir .* run "
-                                        "`patchflow build linux-6.1.y` first"):
+                                        "`patchflow build SERIES --target linux-6.1.y "
+                                        "--variant base` first"):
         bpb.prepared(tmp_path / "nosuch", "linux-6.1.y")
 
 
