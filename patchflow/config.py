@@ -397,6 +397,9 @@ class LoreConfig:
     #: a b4 midmask such as http://127.0.0.1:8080/linux-mm/%s; "" means lore itself
     midmask: str = ""
     timeout: int = 60
+    #: the public form of the list archive, for ``Link:`` trailers in backports: a
+    #: loopback or private midmask must never end up in a commit message
+    link: str = "https://lore.kernel.org/r/%s"
 
 
 @dataclass(frozen=True)
@@ -461,6 +464,8 @@ def check_workspace_config(cfg: WorkspaceConfig, where: Path | str) -> Workspace
     if cfg.lore.midmask and ("%s" not in cfg.lore.midmask
                              or not cfg.lore.midmask.startswith(("http://", "https://"))):
         raise bad("lore.midmask", "expected an http(s) URL mask containing %s")
+    if "%s" not in cfg.lore.link or not cfg.lore.link.startswith("https://"):
+        raise bad("lore.link", "expected an https URL mask containing %s")
     if cfg.lore.timeout <= 0:
         raise bad("lore.timeout", "expected a positive integer")
     for key in ("reps", "vcpus"):

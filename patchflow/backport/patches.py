@@ -17,7 +17,8 @@ from typing import Any
 
 from patchflow import gitrepo
 
-LORE = "https://lore.kernel.org/r/"
+#: where a ``Link:`` trailer points (``lore.link`` in the workspace config overrides it)
+LORE_LINK = "https://lore.kernel.org/r/%s"
 
 
 class Outcome(enum.Enum):
@@ -27,8 +28,9 @@ class Outcome(enum.Enum):
     PRESENT = "already-present"
     FUZZ = "fuzz"  # needs reduced context: stops for review, never silent
     CONFLICT = "conflict"
-    RESOLVED = "resolved"  # a conflict resolved by the maintainer or by rerere
+    RESOLVED = "resolved"  # a conflict (or a build error) resolved by the maintainer or by rerere
     STALE = "stale"  # a stored backport patch no longer applies
+    SKIPPED = "skipped"  # dropped by the maintainer as not applicable (``--skip --note``)
 
 
 #: outcomes that are fine without a human look
@@ -86,6 +88,11 @@ class ConflictSpot:
         fn = f":{self.function}()" if self.function else ""
         return f"{self.path}:{self.line}{fn}"
 
+    def where(self) -> str:
+        """How people see it, saying whose line it is: ``mm/mlock.c:408 (target) in f()``."""
+        fn = f" in {self.function}()" if self.function else ""
+        return f"{self.path}:{self.line} (target){fn}"
+
 
 @dataclass
 class PatchResult:
@@ -101,6 +108,12 @@ class PatchResult:
     commit: str = ""
     #: where the conflict markers are in the worktree (a 3-way merge that conflicted)
     markers: list[str] = field(default_factory=list)
+    #: ``--build-check``: "" (not checked), "ok", "failed" or "not-built" (no object in this config)
+    build: str = ""
+    #: the objects compiled for this patch, and the compiler's error lines (file:line: error: ...)
+    built: list[str] = field(default_factory=list)
+    build_errors: list[str] = field(default_factory=list)
+    build_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -130,8 +143,10 @@ OFFSET_RE = re.compile(r"Hunk #(\d+) succeeded at (\d+) \(offset (-?\d+) lines?\
 FAILED_RE = re.compile(r"^error: patch failed: (.+):(\d+)$", re.M)
 # Checking patch mm/vmscan.c...
 CHECKING_RE = re.compile(r"^Checking patch (.+)\.\.\.$", re.M)
+# commit 3f1c2a...40 upstream.   /   [ Upstream commit 3f1c2a...40 ]   /   (cherry picked from commit 3f1c...)
 UPSTREAM_RE = re.compile(r"(?:^commit ([0-9a-f]{40}) upstream\.?$|"
-                         r"^\[ Upstream commit ([0-9a-f]{40}) \]$)", re.M)
+                         r"^\[ Upstream commit ([0-9a-f]{40}) \]$|"
+                         r"^\(cherry picked from commit ([0-9a-f]{40})\)$)", re.M)
 
 
 def function_name(context: str) -> str:
@@ -275,28 +290,46 @@ def load_patches(repo: Path, mbox: Path, workdir: Path) -> list[PatchInput]:
         subject = headers.get("Subject", "")
         message = f"{subject}\n\n{body.strip()}\n"
         m = UPSTREAM_RE.search(body)
-        upstream = (m.group(1) or m.group(2)) if m else None
+        upstream = next(g for g in m.groups() if g) if m else None
         out.append(PatchInput(len(out) + 1, mail, subject, msgid, gitrepo.patch_id(repo, diff),
                               message, diff, upstream))
     return out
 
 
-def backport_message(p: PatchInput, note: str) -> str:
-    """The commit message a stored backport patch carries.
+def backport_message(p: PatchInput, note: str, link: str = LORE_LINK) -> str:
+    """The commit message a stored backport patch carries (stable_kernel_rules style).
 
-    Stable style: ``[ Upstream commit <sha> ]`` under the subject when there is
-    an upstream commit, else a ``Link:`` to the lore posting next to the
-    original trailers; then a ``[ patchflow: ... ]`` note on what changed.
+    With an upstream commit, ``commit <sha40> upstream.`` is the first body
+    line (any other form of it in the body is dropped, a ``(cherry picked
+    from ...)`` line stays); without one (a series not merged yet) a
+    ``Link:`` to its posting goes after the original trailers, *link* being a
+    ``%s`` mask for the message-id.  Then a ``[ patchflow: ... ]`` note on
+    what changed (tests/unit/test_backport.py::test_backport_message_upstream_and_link).
     """
     subject, _, rest = p.message.partition("\n")
     body = rest.strip("\n")
-    if p.upstream and p.upstream not in body:
-        body = f"[ Upstream commit {p.upstream} ]\n\n{body}"
-    elif not p.upstream and p.msgid and f"{LORE}{p.msgid}" not in body:
-        body = f"{body}\nLink: {LORE}{p.msgid}"
+    if p.upstream:
+        kept = [ln for ln in body.split("\n") if not _restates(ln, p.upstream)]
+        rest = re.sub(r"\n{3,}", "\n\n", "\n".join(kept)).strip("\n")
+        body = f"commit {p.upstream} upstream.\n\n{rest}"
+    elif p.msgid:
+        url = link_for(link, p.msgid)
+        if f"Link: {url}" not in body:
+            body = f"{body}\nLink: {url}"
     if note:
         body = f"{body}\n[ patchflow: {note} ]"
     return f"{subject}\n\n{body.strip()}\n"
+
+
+def _restates(line: str, sha: str) -> bool:
+    # the upstream line in one of the two stable forms (the cherry-pick line is kept)
+    return line.strip() in (f"commit {sha} upstream.", f"commit {sha} upstream",
+                            f"[ Upstream commit {sha} ]")
+
+
+def link_for(mask: str, msgid: str) -> str:
+    """The public URL of a posting: *mask* with ``%s`` replaced by the bare message-id."""
+    return mask.replace("%s", msgid.strip().strip("<>"), 1)
 
 
 def note_for(result: PatchResult) -> str:

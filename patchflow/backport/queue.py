@@ -4,6 +4,10 @@ Owns writing it (format-patch, ``series`` file, ``manifest.json``, swapped in
 whole), reading it back, the backport branch it points at, and finding out
 why a stored queue no longer applies to a moved branch (:func:`check_stored`)
 and how a rebase changed it (:func:`range_diff_report`).
+
+``manifest.json`` is versioned by its ``format`` key: 1 (no key, before
+skips existed) and 2 (adds ``skipped``: the patches dropped with ``--skip``
+and why) are read; a newer one is refused in one line, never half-read.
 """
 
 from __future__ import annotations
@@ -24,12 +28,26 @@ from patchflow.backport.patches import (
     hunks,
 )
 from patchflow.backport.session import Session
-from patchflow.errors import WorkspaceError
+from patchflow.errors import StateError, WorkspaceError
 from patchflow.workspace import atomic_write, atomic_write_json
 
 
 def queue_dir(config_root: Path, series: str, target: str) -> Path:
     return config_root / "series" / series / "backports" / target
+
+
+#: the manifest format written; every format up to it is read
+MANIFEST_FORMAT = 2
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A patch the maintainer dropped from a backport as not applicable, and why."""
+
+    patch: int
+    subject: str
+    patch_id: str
+    note: str
 
 
 def backport_ref(series: str, revision: int, target: str) -> str:
@@ -41,12 +59,31 @@ def read_manifest(config_root: Path, series: str, target: str) -> dict[str, Any]
     path = queue_dir(config_root, series, target) / "manifest.json"
     if not path.exists():
         return None
-    data: dict[str, Any] = json.loads(path.read_text())
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except ValueError as exc:
+        raise StateError(f"{path}: not a readable backport manifest ({exc})") from None
+    fmt = data.get("format", 1)
+    if not isinstance(fmt, int) or not 1 <= fmt <= MANIFEST_FORMAT:
+        raise StateError(f"{path}: manifest format {fmt!r} is newer than this patchflow "
+                         f"reads (up to {MANIFEST_FORMAT}); upgrade patchflow")
     return data
 
 
-def store(s: Session, config_root: Path) -> Path:
-    """Write the finished backport as a patch queue and point its branch at it."""
+def skips_of(manifest: dict[str, Any] | None) -> list[Skip]:
+    """The skipped patches a stored manifest records (none in a format 1 manifest)."""
+    if not manifest:
+        return []
+    return [Skip(int(x["patch"]), str(x["subject"]), str(x["patch_id"]), str(x["note"]))
+            for x in manifest.get("skipped", [])]
+
+
+def store(s: Session, config_root: Path, carried: Sequence[Skip] = ()) -> Path:
+    """Write the finished backport as a patch queue and point its branch at it.
+
+    *carried* are skips recorded by the stored queue this run re-applied (its
+    patch files hold only what was applied), so a skip is never lost.
+    """
     if s.phase != "done":
         raise WorkspaceError(f"backport of {s.series} onto {s.target} is not finished")
     head = gitrepo.head(s.worktree)
@@ -57,15 +94,17 @@ def store(s: Session, config_root: Path) -> Path:
     try:
         files = gitrepo.format_patch(s.worktree, s.base, head, tmp)
         atomic_write(tmp / "series", "".join(f"{f.name}\n" for f in files))
-        applied = [r for r in s.results if r.outcome is not Outcome.PRESENT]
+        applied = [r for r in s.results if r.outcome not in (Outcome.PRESENT, Outcome.SKIPPED)]
         manifest = {
-            "series": s.series, "revision": s.revision, "target": s.target,
+            "format": MANIFEST_FORMAT, "series": s.series, "revision": s.revision, "target": s.target,
             "base_ref": s.base_ref, "base": s.base, "head": head,
             "ref": backport_ref(s.series, s.revision, s.target),
             "stored": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "patches": [
                 {**r.to_json(), "file": files[applied.index(r)].name if r in applied else None,
                  "source_msgid": s.patches[r.idx - 1].msgid} for r in s.results],
+            "skipped": [{"patch": k.patch, "subject": k.subject, "patch_id": k.patch_id,
+                         "note": k.note} for k in [*skips_in(s), *carried]],
         }
         atomic_write_json(tmp / "manifest.json", manifest)
         # swap the whole folder so a reader never sees half a queue
@@ -82,6 +121,11 @@ def store(s: Session, config_root: Path) -> Path:
         raise
     gitrepo.update_ref(s.repo, backport_ref(s.series, s.revision, s.target), head)
     return dest
+
+
+def skips_in(s: Session) -> list[Skip]:
+    return [Skip(r.idx, r.subject, r.patch_id, r.detail) for r in s.results
+            if r.outcome is Outcome.SKIPPED]
 
 
 def stored_patches(config_root: Path, series: str, target: str) -> list[Path]:

@@ -4,6 +4,10 @@
 git dir, so ``--continue``/``--abort`` and a run after ``kill -9`` find it);
 :func:`apply_one` is the classification of one patch by applying it (clean,
 offset, 3-way, already present, fuzz, conflict), which the session calls.
+With a build dir, every patch that goes in is compiled too
+(:mod:`~patchflow.backport.buildcheck`) and a compile error stops the session
+like a conflict ("build"); a stopped patch can also be skipped as not
+applicable, with the maintainer's reason (:meth:`Session.skip`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from patchflow import gitrepo
+from patchflow.backport.buildcheck import compile_patch, prepared
 from patchflow.backport.check import (
     Known,
     failed_spots,
@@ -24,6 +29,7 @@ from patchflow.backport.check import (
     offsets_of,
 )
 from patchflow.backport.patches import (
+    LORE_LINK,
     Outcome,
     PatchInput,
     PatchResult,
@@ -36,6 +42,9 @@ from patchflow.errors import NotFound, UserError, WorkspaceError
 from patchflow.workspace import atomic_write_json
 
 JOURNAL = "patchflow-backport.json"
+BUILD_LOG = "patchflow-build-check.log"
+#: phases in which the session waits for the maintainer (--continue, --skip or --abort)
+STOPPED = ("conflict", "review", "build")
 
 
 @dataclass
@@ -51,13 +60,19 @@ class Session:
     base_ref: str
     patches: list[PatchInput]
     results: list[PatchResult] = field(default_factory=list)
-    phase: str = "new"  # new | applying | conflict | review | done | aborted
+    phase: str = "new"  # new | applying | conflict | review | build | done | aborted
     head: str = ""  # last good HEAD
     #: notes to reuse (by source patch-id) when rerere replays a stored resolution
     notes: dict[str, str] = field(default_factory=dict)
     previous: dict[str, Any] = field(default_factory=dict)  # manifest being rebased
     known: dict[str, str] = field(default_factory=dict)
     recovered: bool = False
+    #: the ``%s`` mask of the ``Link:`` trailer (the archive's public form)
+    link: str = LORE_LINK
+    #: the target's prepared build dir for ``--build-check`` ("" = no build check)
+    build_dir: str = ""
+    #: patches skipped in an earlier backport (by source patch-id): skipped again, same reason
+    skips: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------ persistence
 
@@ -72,7 +87,8 @@ class Session:
             "base_ref": self.base_ref, "phase": self.phase, "head": self.head,
             "patches": [{**asdict(p), "path": str(p.path)} for p in self.patches],
             "results": [r.to_json() for r in self.results], "notes": self.notes,
-            "previous": self.previous, "known": self.known,
+            "previous": self.previous, "known": self.known, "link": self.link,
+            "build_dir": self.build_dir, "skips": self.skips,
         }
         atomic_write_json(self.journal_path(self.worktree), d)
 
@@ -90,7 +106,8 @@ class Session:
                                 for p in d["patches"]],
                        results=[PatchResult.from_json(r) for r in d["results"]],
                        notes=d.get("notes", {}), previous=d.get("previous", {}),
-                       known=d.get("known", {}))
+                       known=d.get("known", {}), link=d.get("link", LORE_LINK),
+                       build_dir=d.get("build_dir", ""), skips=d.get("skips", {}))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WorkspaceError(f"{path}: not a readable backport journal ({exc}); "
                                  "`patchflow backport --abort` starts over") from None
@@ -104,7 +121,7 @@ class Session:
 
     @property
     def stopped(self) -> PatchResult | None:
-        return self.results[-1] if self.phase in ("conflict", "review") and self.results else None
+        return self.results[-1] if self.phase in STOPPED and self.results else None
 
     def _known(self) -> Known:
         return Known(self.known, self.repo, self.base)
@@ -114,16 +131,24 @@ class Session:
     def run(self) -> Session:
         """Apply the remaining patches; stops at a conflict or a fuzz review."""
         self.recover()
-        if self.phase in ("conflict", "review"):
+        if self.phase in STOPPED:
             raise WorkspaceError(f"backport stopped at patch {len(self.results)}: resolve it, "
-                                 "then `patchflow backport --continue` (or --abort)")
+                                 "then `patchflow backport --continue` (or --skip, --abort)")
         while (p := self.current) is not None:
             self.phase, self.head = "applying", gitrepo.head(self.worktree)
             self.save()
+            if p.patch_id in self.skips:
+                self.results.append(PatchResult(p.idx, p.subject, p.patch_id, Outcome.SKIPPED,
+                                                self.skips[p.patch_id], files=p.files))
+                continue
             r = apply_one(self.worktree, p, self._known(), self.notes, self.head, self._commit)
             self.results.append(r)
             if r.outcome in (Outcome.CONFLICT, Outcome.FUZZ):
                 self.phase = "conflict" if r.outcome is Outcome.CONFLICT else "review"
+                self.save()
+                return self
+            if self._build_fails(r):
+                self.phase = "build"
                 self.save()
                 return self
         self.phase, self.head = "done", gitrepo.head(self.worktree)
@@ -131,8 +156,19 @@ class Session:
         return self
 
     def _commit(self, p: PatchInput, r: PatchResult) -> PatchResult:
-        r.commit = gitrepo.amend_message(self.worktree, backport_message(p, r.note))
+        r.commit = gitrepo.amend_message(self.worktree, backport_message(p, r.note, self.link))
         return r
+
+    def _build_fails(self, r: PatchResult) -> bool:
+        """Compile what the just committed patch touches (``--build-check``); True on errors."""
+        if not self.build_dir or r.outcome in (Outcome.PRESENT, Outcome.SKIPPED):
+            return False
+        tree = prepared(Path(self.build_dir), self.target)
+        c = compile_patch(tree, self.worktree, r.files, gitrepo.git_path(self.worktree,
+                                                                         BUILD_LOG))
+        r.build, r.built, r.build_errors = c.status, list(c.built), list(c.errors)
+        r.build_seconds = c.seconds
+        return c.status == "failed"
 
     def recover(self) -> None:
         """Make a session killed mid-``git am`` consistent again.
@@ -154,14 +190,13 @@ class Session:
     def continue_(self, note: str | None = None) -> Session:
         """Take the maintainer's resolution of the stopped patch and go on."""
         self.recover()
-        if self.phase not in ("conflict", "review"):
+        if self.phase not in STOPPED:
             return self.run()
         r = self.results[-1]
         p = self.patches[r.idx - 1]
-        lock = gitrepo.lock_file(self.worktree)
-        if lock is not None:
-            raise WorkspaceError(f"worktree {self.worktree} is locked ({lock}); another git "
-                                 "is running?")
+        self._unlocked()
+        if self.phase == "build":
+            return self._continue_build(p, r, note)
         if self.phase == "review":
             r.detail = note or r.detail
         else:
@@ -170,6 +205,68 @@ class Session:
             self.notes[p.patch_id] = note
         r.note = note_for(r)
         self._commit(p, r)
+        if self._build_fails(r):
+            self.phase = "build"
+            self.save()
+            return self
+        self.phase = "new"
+        self.save()
+        return self.run()
+
+    def _unlocked(self) -> None:
+        lock = gitrepo.lock_file(self.worktree)
+        if lock is not None:
+            raise WorkspaceError(f"worktree {self.worktree} is locked ({lock}); another git "
+                                 "is running?")
+
+    def _continue_build(self, p: PatchInput, r: PatchResult, note: str | None) -> Session:
+        """Take the maintainer's fix of a patch that did not compile, compile it again, go on.
+
+        Edits left in the worktree are folded into the patch's commit; a patch
+        that still does not compile stays stopped (the session is unchanged
+        but for the new errors).
+        """
+        if not note:
+            raise UserError("say what you changed to make it build: --note 'TEXT' (it goes "
+                            "into the backport's commit message)")
+        gitrepo.git(self.worktree, "add", "-u")
+        if gitrepo.staged_changes(self.worktree):
+            if gitrepo.git(self.worktree, "diff", "--cached", "--quiet", self.head,
+                           check=False).ok:
+                # the edits undo the whole patch: that is a skip, not a fix
+                raise UserError(f"the edits in {self.worktree} leave patch {r.idx} empty; "
+                                "drop it with --skip --note 'WHY' instead")
+            gitrepo.git(self.worktree, "commit", "--amend", "--no-verify", "-q", "--no-edit")
+        if self._build_fails(r):
+            self.save()
+            return self
+        # changed by the maintainer, so never "clean": the backport WARNs and says why
+        r.outcome, r.detail = Outcome.RESOLVED, note
+        r.note = f"fixed to build on {self.target}: {note}"
+        self._commit(p, r)
+        self.phase = "new"
+        self.save()
+        return self.run()
+
+    def skip(self, note: str | None) -> Session:
+        """Drop the stopped patch as not applicable to this target, say why, and go on.
+
+        The worktree goes back to the HEAD before the patch (a stopped ``git
+        am`` is aborted, a committed fuzz or build-failing patch is dropped);
+        the patch is recorded as SKIPPED with *note*, which the stored queue
+        keeps (tests/unit/test_backport.py::test_skip_records_and_goes_on).
+        """
+        self.recover()
+        if self.phase not in STOPPED:
+            raise UserError(f"nothing to skip: the backport of {self.series} onto "
+                            f"{self.target} is {self.phase}, not stopped at a patch")
+        if not note or not note.strip():
+            raise UserError("say why the patch does not apply here: --skip --note 'WHY'")
+        self._unlocked()
+        gitrepo.am_abort(self.worktree)
+        gitrepo.reset_hard(self.worktree, self.head)
+        r = self.results[-1]
+        r.outcome, r.detail, r.note, r.commit = Outcome.SKIPPED, note.strip(), "", ""
         self.phase = "new"
         self.save()
         return self.run()
@@ -214,14 +311,16 @@ def take_resolution(wt: Path, r: PatchResult, head: str, note: str | None) -> st
 
 def start(*, series: str, revision: int, target: str, repo: Path, worktree: Path, base: str,
           base_ref: str, patches: Sequence[PatchInput], notes: dict[str, str] | None = None,
-          previous: dict[str, Any] | None = None, known: Known | None = None) -> Session:
+          previous: dict[str, Any] | None = None, known: Known | None = None,
+          link: str = LORE_LINK, build_dir: Path | None = None,
+          skips: dict[str, str] | None = None) -> Session:
     """Create a fresh worktree at *base* and apply *patches* (see :meth:`Session.run`)."""
     if gitrepo.is_worktree(worktree):
         try:
             old = Session.load(worktree)
         except NotFound:
             old = None
-        if old is not None and old.phase in ("conflict", "review", "applying"):
+        if old is not None and old.phase in (*STOPPED, "applying"):
             raise WorkspaceError(
                 f"a backport of {old.series} v{old.revision} onto {old.target} is in progress "
                 f"in {worktree} (patch {len(old.results)}): --continue or --abort it first")
@@ -238,7 +337,8 @@ def start(*, series: str, revision: int, target: str, repo: Path, worktree: Path
         gitrepo.worktree_add(repo, worktree, base)
     s = Session(series, revision, target, repo, worktree, base, base_ref, list(patches),
                 notes=dict(notes or {}), previous=dict(previous or {}),
-                known=dict(known.patch_ids) if known else {})
+                known=dict(known.patch_ids) if known else {}, link=link,
+                build_dir=str(build_dir or ""), skips=dict(skips or {}))
     s.head = base
     s.save()
     return s.run()

@@ -6,20 +6,24 @@ workspace: the target's prepared tree, the worktree and patch folder of the
 backport, the stored queue in the config dir, the ``backports`` table of the
 state database, and the typed :class:`BackportDetails` every caller renders.
 
-A conflict or a patch that needs review is a FAIL (the worktree is left for the
-maintainer); bad input or broken infrastructure raises (the gate records an
-ERROR, the CLI exits 2).
+A conflict, a patch that needs review or (``--build-check``) one that does
+not compile is a FAIL (the worktree is left for the maintainer); bad input or
+broken infrastructure raises (the gate records an ERROR, the CLI exits 2).
+A patch skipped as not applicable (``--skip --note``) makes the backport WARN
+and is listed in :attr:`BackportDetails.skipped`, the stored queue and ``status``.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from patchflow import gitrepo
+from patchflow.backport.buildcheck import prepared
 from patchflow.backport.check import Known, check_series, ensure_preimages, known_in
 from patchflow.backport.patches import (
     ACCEPTED,
@@ -31,16 +35,19 @@ from patchflow.backport.patches import (
 )
 from patchflow.backport.queue import (
     RebaseReport,
+    Skip,
     Stale,
     backport_ref,
     check_stored,
     queue_dir,
     range_diff_report,
     read_manifest,
+    skips_in,
+    skips_of,
     store,
     stored_patches,
 )
-from patchflow.backport.session import Session, start
+from patchflow.backport.session import STOPPED, Session, start
 from patchflow.context import StageContext
 from patchflow.errors import NotFound, UserError
 from patchflow.result import Details, Progress, StageResult, Status, Stopwatch, measure, quiet
@@ -96,6 +103,10 @@ class BackportDetails(Details):
     stale: tuple[Stale, ...] = ()
     #: why a 3-way merge was impossible for some files (empty: possible for all)
     threeway_unavailable: tuple[str, ...] = ()
+    #: patches dropped as not applicable to this target, with the maintainer's reason
+    skipped: tuple[Skip, ...] = ()
+    #: whether each applied patch was compiled (``--build-check``)
+    build_check: bool = False
 
     @property
     def conflicts(self) -> tuple[Conflict, ...]:
@@ -113,42 +124,52 @@ def _patch_dir(ws: Workspace, series: str, revision: int, target: str) -> Path:
     return ws.worktrees_dir / "backport" / f".{series}-v{revision}--{target}.patches"
 
 
-def _summary(s: Session) -> tuple[Status, str]:
+def _summary(s: Session, carried: int = 0) -> tuple[Status, str]:
+    """Status and one line; *carried* skips come from the stored queue re-applied."""
     counts: dict[str, int] = {}
     for r in s.results:
         counts[r.outcome.value] = counts.get(r.outcome.value, 0) + 1
+    if carried:
+        counts[Outcome.SKIPPED.value] = counts.get(Outcome.SKIPPED.value, 0) + carried
     tally = ", ".join(f"{n} {k}" for k, n in counts.items())
     if s.phase == "conflict":
         r = s.results[-1]
-        spots = ", ".join(str(x) for x in unique_spots(r.spots)) or ", ".join(r.files)
-        return Status.FAIL, (f"conflict in patch {r.idx} ({r.subject}): {spots} "
-                             "(target line numbers)")
+        spots = ", ".join(x.where() for x in unique_spots(r.spots)) or ", ".join(r.files)
+        return Status.FAIL, f"conflict in patch {r.idx} ({r.subject}): {spots}"
+    if s.phase == "build":
+        r = s.results[-1]
+        first = r.build_errors[0] if r.build_errors else "compile failed"
+        return Status.FAIL, (f"patch {r.idx} ({r.subject}) does not build on {s.target}: "
+                             f"{first}")
     if s.phase == "review":
         r = s.results[-1]
         return Status.FAIL, f"patch {r.idx} ({r.subject}) {r.detail}: review it, then --continue"
-    if any(r.outcome not in ACCEPTED for r in s.results):
+    if carried or any(r.outcome not in ACCEPTED for r in s.results):
         return Status.WARN, f"applied with changes: {tally}"
     return Status.PASS, f"applied: {tally}"
 
 
 def _finish(ws: Workspace, state: State, s: Session, sw: Stopwatch, *, source: str = "series",
-            no_3way: Sequence[str] = ()) -> StageResult:
-    status, summary = _summary(s)
+            no_3way: Sequence[str] = (), carried: Sequence[Skip] = ()) -> StageResult:
+    status, summary = _summary(s, len(carried))
     queue = ref = head = ""
     rebase: RebaseReport | None = None
     if s.phase == "done":
-        queue = str(store(s, ws.config_root))
+        queue = str(store(s, ws.config_root, carried))
         ref = backport_ref(s.series, s.revision, s.target)
         head = gitrepo.head(s.worktree)
         if s.previous:
             rebase = range_diff_report(s.repo, s.previous, s)
+    rows = [*s.results, *(PatchResult(k.patch, k.subject, k.patch_id, Outcome.SKIPPED, k.note)
+                          for k in carried)]
     state.save_backport(BackportRow(s.series, s.revision, s.target, s.phase, s.base, head,
-                                    str(s.worktree), [r.to_json() for r in s.results]))
+                                    str(s.worktree), [r.to_json() for r in rows]))
     details = BackportDetails(
         series=s.series, revision=s.revision, target=s.target, phase=s.phase, method=METHOD,
         base=s.base, base_ref=s.base_ref, worktree=str(s.worktree), patches=tuple(s.results),
         recovered=s.recovered, source=source, queue=queue, ref=ref, head=head, rebase=rebase,
-        threeway_unavailable=tuple(no_3way))
+        threeway_unavailable=tuple(no_3way), skipped=(*skips_in(s), *carried),
+        build_check=bool(s.build_dir))
     result = StageResult(STAGE, status, summary, sw.elapsed, s.target, details)
     state.record(result, series=s.series, revision=s.revision)
     return result
@@ -161,13 +182,38 @@ def _notes(manifest: dict[str, Any] | None) -> dict[str, str]:
             if p.get("outcome") == Outcome.RESOLVED.value and p.get("detail")}
 
 
+@contextmanager
+def _build_lock(ws: Workspace, target: str, build_dir: str) -> Iterator[None]:
+    """The target's build lock while a build check reads its build dir (none without one)."""
+    if not build_dir:
+        yield
+        return
+    from patchflow.kernel.artefacts import target_lock
+
+    with target_lock(ws.cache, target):
+        yield
+
+
+def build_dir_of(ws: Workspace, target: str) -> Path:
+    """The target's prepared build dir for ``--build-check``; a user error if there is none."""
+    from patchflow.kernel.artefacts import build_dir_for
+
+    return prepared(build_dir_for(ws.cache, target), target).build_dir
+
+
 def backport_version(ws: Workspace, state: State, fetched: Fetched, target: str, *,
-                     rebase: bool = False, progress: Progress = quiet) -> StageResult:
-    """Backport one fetched version onto one target (or rebase its stored backport)."""
+                     rebase: bool = False, progress: Progress = quiet,
+                     build_check: bool = False) -> StageResult:
+    """Backport one fetched version onto one target (or rebase its stored backport).
+
+    With *build_check*, every patch that goes in is compiled in the target's
+    prepared build dir (:mod:`~patchflow.backport.buildcheck`).
+    """
     from patchflow.trees.repo import open_tree, prepare_tree
 
     say = progress
-    with measure() as sw:
+    bdir = str(build_dir_of(ws, target)) if build_check else ""
+    with measure() as sw, _build_lock(ws, target, bdir):
         try:
             tree = open_tree(ws, target)
         except NotFound:
@@ -185,16 +231,20 @@ def backport_version(ws: Workspace, state: State, fetched: Fetched, target: str,
         def go(patches: Sequence[PatchInput], **kw: Any) -> Session:
             return start(series=fetched.series, revision=fetched.revision, target=target,
                          repo=tree.repo, worktree=wt, base=tree.head, base_ref=tree.ref,
-                         patches=patches, **kw)
+                         patches=patches, link=ws.settings.lore.link,
+                         build_dir=Path(bdir) if bdir else None, **kw)
 
         if manifest is not None and manifest.get("revision") == fetched.revision:
             stored = stored_patches(ws.config_root, fetched.series, target)
             stale = check_stored(tree.repo, manifest, stored, tree.head)
             if not stale:
                 say(f"{target}: applying the stored backport queue")
-                s = go(load_patches(tree.repo, _concat(stored, pdir), pdir / "stored"))
+                # every patch skipped: the stored queue is empty (test_cli_skip_status_...)
+                s = go(load_patches(tree.repo, _concat(stored, pdir), pdir / "stored")
+                       if stored else [])
                 s.previous = manifest if rebase or manifest["base"] != tree.head else {}
-                return _finish(ws, state, s, sw, source="stored queue")
+                return _finish(ws, state, s, sw, source="stored queue",
+                               carried=skips_of(manifest))
             if not rebase:
                 return _stale(state, fetched, target, tree.head, tree.release, manifest, stale,
                               queue_dir(ws.config_root, fetched.series, target), sw)
@@ -203,7 +253,8 @@ def backport_version(ws: Workspace, state: State, fetched: Fetched, target: str,
         no_3way = preimages_for(ws, fetched.series, tree.repo, series_patches, say)
         s = go(series_patches, notes=_notes(manifest),
                previous=manifest if rebase and manifest else {},
-               known=known_in(tree.repo, tree.head, limit=300))
+               known=known_in(tree.repo, tree.head, limit=300),
+               skips={k.patch_id: k.note for k in skips_of(manifest)})
         return _finish(ws, state, s, sw, no_3way=no_3way)
 
 
@@ -255,8 +306,7 @@ def _concat(paths: Sequence[Path], workdir: Path) -> Path:
 
 def _session_for(ws: Workspace, state: State, series: str, target: str | None) -> Session:
     if target is None:
-        live = [r for r in state.backports(series) if r.status in ("conflict", "review",
-                                                                   "applying")]
+        live = [r for r in state.backports(series) if r.status in (*STOPPED, "applying")]
         if len(live) != 1:
             names = ", ".join(sorted({r.target for r in live})) or "none"
             raise UserError(f"say which target with --target (backports in progress: {names})")
@@ -268,7 +318,18 @@ def continue_backport(ws: Workspace, state: State, series: str, target: str | No
                       note: str | None) -> StageResult:
     with measure() as sw:
         s = _session_for(ws, state, series, target)
-        s = s.continue_(note)
+        with _build_lock(ws, s.target, s.build_dir):
+            s = s.continue_(note)
+        return _finish(ws, state, s, sw)
+
+
+def skip_patch(ws: Workspace, state: State, series: str, target: str | None,
+               note: str | None) -> StageResult:
+    """``backport --skip --note WHY``: drop the stopped patch as not applicable, go on."""
+    with measure() as sw:
+        s = _session_for(ws, state, series, target)
+        with _build_lock(ws, s.target, s.build_dir):
+            s = s.skip(note)
         return _finish(ws, state, s, sw)
 
 
@@ -307,6 +368,8 @@ class StatusRow:
     state: str  # a BackportRow status, or "-" when never backported
     updated: float | None
     head: str
+    #: "patch 2 (subject): why", one per patch skipped as not applicable
+    skipped: tuple[str, ...] = ()
 
 
 def status_matrix(state: State, series: str | None = None) -> list[StatusRow]:
@@ -322,8 +385,14 @@ def status_matrix(state: State, series: str | None = None) -> list[StatusRow]:
             for t in targets:
                 r = table.get((name, rev, t))
                 out.append(StatusRow(name, rev, t, r.status if r else "-",
-                                     r.updated if r else None, r.head if r else ""))
+                                     r.updated if r else None, r.head if r else "",
+                                     _skipped(r)))
     return out
+
+
+def _skipped(row: BackportRow | None) -> tuple[str, ...]:
+    return tuple(f"patch {p.get('idx')} ({p.get('subject', '')}): {p.get('detail', '')}"
+                 for p in (row.results if row else []) if p.get("outcome") == "skipped")
 
 
 def run(ctx: StageContext) -> StageResult:

@@ -45,6 +45,9 @@ def status_cmd(ctx: Ctx, series: str | None, fmt: str) -> None:
     table(["series", "version", *(targets or ["backports"])],
           [[s, f"v{v}", *[c.get(t, "not-backported") for t in targets or ["-"]]]
            for (s, v), c in cells.items()])
+    for r in rows:
+        for skip in r.skipped:  # patches dropped with `backport --skip --note WHY`
+            click.echo(f"{r.series} v{r.revision} {r.target}: skipped {skip}")
 
 
 def _state(state: str) -> str:

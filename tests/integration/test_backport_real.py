@@ -80,11 +80,13 @@ def test_backport_conflict_continue_store_and_rebase(tmp_path: Path) -> None:
     assert r.status.value == "fail"
     # the target's line: where the hunk's change goes in 6.1.190's mm/vmscan.c
     assert r.summary == ("conflict in patch 1 (mm/vmscan: assert the folio lock in "
-                         "shrink_folio_list()): mm/vmscan.c:1672:shrink_folio_list() (target "
-                         "line numbers)")
-    # --check says the same as the real run
+                         "shrink_folio_list()): mm/vmscan.c:1672 (target) in shrink_folio_list()")
+    # --check says the same as the real run: one line per conflict, the target's
     check = bpc.check_series(tree.repo, tree.head, patches)
-    assert [str(x) for x in check[0].spots] == ["mm/vmscan.c:1672:shrink_folio_list()"]
+    assert [x.where() for x in check[0].spots] == [
+        "mm/vmscan.c:1672 (target) in shrink_folio_list()"]
+    real = r.detail(bpst.BackportDetails)
+    assert real is not None and real.patches[0].spots == check[0].spots
     d = r.detail(bpst.BackportDetails)
     assert d is not None
     wt = Path(d.worktree)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from patchflow import gitrepo
+from patchflow.backport import buildcheck as bpb
 from patchflow.backport import check as bpc
 from patchflow.backport import patches as bpp
 from patchflow.backport import queue as bpq
@@ -189,6 +191,45 @@ def test_conflict_report_continue_and_store(repo: Path, tmp_path: Path) -> None:
     assert sh(repo, "rev-parse", bpq.backport_ref("demo", 1, "stable")) == gitrepo.head(s.worktree)
 
 
+def test_skip_records_and_goes_on(repo: Path, tmp_path: Path) -> None:
+    from patchflow.errors import UserError
+
+    s = conflict_case(repo, tmp_path)
+    with pytest.raises(UserError, match="--skip --note"):
+        bps.Session.load(s.worktree).skip("  ")
+    s = bps.Session.load(s.worktree).skip("6.1 has no such code")
+    assert s.phase == "done" and not gitrepo.am_in_progress(s.worktree)
+    assert [(r.outcome, r.detail) for r in s.results] == [
+        (Outcome.SKIPPED, "6.1 has no such code"), (Outcome.CLEAN, "")]
+    assert sh(s.worktree, "log", "--format=%s", f"{s.base}..HEAD") == "mm: seventy"
+    with pytest.raises(UserError, match="nothing to skip"):
+        bps.Session.load(s.worktree).skip("again")
+    dest = bpq.store(s, tmp_path / "config")
+    assert (dest / "series").read_text().split() == ["0001-mm-seventy.patch"]
+    manifest = bpq.read_manifest(tmp_path / "config", "demo", "stable")
+    assert manifest is not None and manifest["format"] == bpq.MANIFEST_FORMAT
+    assert bpq.skips_of(manifest) == [
+        bpq.Skip(1, "mm: thirty", s.results[0].patch_id, "6.1 has no such code")]
+    # the next backport of the series skips it again, with the same reason
+    again = bps.start(series="demo", revision=1, target="stable", repo=repo,
+                      worktree=s.worktree, base=s.base, base_ref="refs/heads/main",
+                      patches=s.patches, skips={k.patch_id: k.note for k in bpq.skips_of(manifest)})
+    assert again.phase == "done" and again.results[0].outcome is Outcome.SKIPPED
+
+
+def test_manifest_formats_read_and_refused(tmp_path: Path) -> None:
+    from patchflow.errors import StateError
+
+    d = bpq.queue_dir(tmp_path, "demo", "stable")
+    d.mkdir(parents=True)
+    (d / "manifest.json").write_text(json.dumps({"series": "demo", "patches": []}))
+    old = bpq.read_manifest(tmp_path, "demo", "stable")  # format 1: no key, no skips
+    assert old is not None and bpq.skips_of(old) == []
+    (d / "manifest.json").write_text(json.dumps({"format": 99, "series": "demo"}))
+    with pytest.raises(StateError, match="format 99 is newer"):
+        bpq.read_manifest(tmp_path, "demo", "stable")
+
+
 def test_abort_restores_base(repo: Path, tmp_path: Path) -> None:
     s = conflict_case(repo, tmp_path)
     bps.Session.load(s.worktree).abort()
@@ -290,19 +331,52 @@ def test_backport_message_upstream_and_link(tmp_path: Path) -> None:
     assert bpp.backport_message(p, "resolved conflict in mm/vmscan.c:f()") == (
         "mm: x\n\nBody.\n\nSigned-off-by: A <a@b>\nLink: https://lore.kernel.org/r/m@id\n"
         "[ patchflow: resolved conflict in mm/vmscan.c:f() ]\n")
+    # the archive's public form is configurable; a posting is linked once
+    mirror = bpp.backport_message(p, "", "https://lists.example.org/r/%s")
+    assert mirror.endswith("Signed-off-by: A <a@b>\nLink: https://lists.example.org/r/m@id\n")
+    again = bpp.PatchInput(**{**vars(p), "message": mirror})
+    assert bpp.backport_message(again, "", "https://lists.example.org/r/%s") == mirror
+    # stable_kernel_rules: "commit <sha40> upstream." is the first body line, and no Link
     up = bpp.PatchInput(**{**vars(p), "upstream": "a" * 40})
-    assert bpp.backport_message(up, "").startswith(f"mm: x\n\n[ Upstream commit {'a' * 40} ]\n\n")
+    assert bpp.backport_message(up, "3-way merged") == (
+        f"mm: x\n\ncommit {'a' * 40} upstream.\n\nBody.\n\nSigned-off-by: A <a@b>\n"
+        "[ patchflow: 3-way merged ]\n")
+    # a 6.12 stable commit taken to 6.1: its own upstream line (either form) moves to the top,
+    # once; a cherry-pick line stays
+    body = (f"mm: x\n\nBody.\n\n[ Upstream commit {'b' * 40} ]\n\n(cherry picked from commit "
+            f"{'b' * 40})\nSigned-off-by: A <a@b>\n")
+    mail = tmp_path / "m.patch"
+    mail.write_text(f"From {'c' * 40} Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\n"
+                    "Subject: [PATCH 6.12] mm: x\nMessage-Id: <m@id>\n\n" + body.split("\n\n", 1)[1]
+                    + "---\n f | 1 +\n\ndiff --git a/f b/f\nindex 0000000..1111111 100644\n"
+                    "--- a/f\n+++ b/f\n@@ -1 +1,2 @@\n a\n+b\n")
+    [stable] = bpp.load_patches(tmp_path, mail, tmp_path / "load")
+    assert stable.upstream == "b" * 40
+    msg = bpp.backport_message(stable, "")
+    assert msg.startswith(f"mm: x\n\ncommit {'b' * 40} upstream.\n\nBody.\n\n(cherry picked")
+    assert msg.count("b" * 40) == 2 and "Upstream commit" not in msg and "Link:" not in msg
 
 
-def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI glue end to end on a synthetic 'stable' remote (git provider)."""
+def test_conflict_line_is_the_targets_in_check_and_run(repo: Path, tmp_path: Path) -> None:
+    """One line per conflict: --check and the real run name the same target line, and say so."""
+    s = conflict_case(repo, tmp_path)
+    [checked, _] = bpc.check_series(repo, s.base, s.patches, bpc.known_in(repo, s.base))
+    assert checked.outcome is Outcome.CONFLICT
+    assert [x.where() for x in checked.spots] == [x.where() for x in s.results[0].spots] == [
+        "mm/vmscan.c:31 (target) in func3()"]
+    # the line really is the target's: the hunk's change goes there in the stable file
+    assert sh(s.worktree, "show", "HEAD:mm/vmscan.c").splitlines()[30] == "\ty <<= 1;"
+
+
+def cli_setup(tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch
+              ) -> tuple[Any, list[str], Path]:
+    """A synthetic 'stable' remote as a git-provider target, a one-patch series that
+    conflicts on it, and fetching faked away: (runner, global args, config dir)."""
     from dataclasses import dataclass
 
     from click.testing import CliRunner
 
     import patchflow.lore.series
-    from patchflow.cli import cli
     from patchflow.errors import NotFound
 
     p1 = upstream_patch(repo, tmp_path, "x + 3;\n\n\ty *= 2;", "x + 3;\n\n\ty *= 30;", "mm: a")
@@ -326,8 +400,15 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
 
     monkeypatch.setattr(patchflow.lore.series, "load_version", load_version)
     monkeypatch.setenv("PATCHFLOW_CACHE", str(tmp_path / "cache"))
-    base = ["-w", str(tmp_path / "ws"), "-C", str(cfg)]
-    runner = CliRunner()
+    return CliRunner(), ["-w", str(tmp_path / "ws"), "-C", str(cfg)], cfg
+
+
+def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI glue end to end on a synthetic 'stable' remote (git provider)."""
+    from patchflow.cli import cli
+
+    runner, base, cfg = cli_setup(tmp_path, repo, monkeypatch)
     res = runner.invoke(cli, [*base, "tree", "prepare", "local", "--format", "json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
@@ -343,9 +424,12 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
     assert check["targets"]["local"][0]["outcome"] == "conflict"
     # --check and the real run report the same (target) line
     assert check["targets"]["local"][0]["spots"][0]["line"] == 31
+    res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--check"])
+    assert res.exit_code == 1 and "mm/vmscan.c:31 (target) in func3()" in res.output
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local"])
-    assert res.exit_code == 1 and ("conflict in patch 1 (mm: a): mm/vmscan.c:31:func3() "
-                                   "(target line numbers)") in res.output
+    assert res.exit_code == 1 and ("conflict in patch 1 (mm: a): mm/vmscan.c:31 (target) in "
+                                   "func3()") in res.output
+    assert "        mm/vmscan.c:31 (target) in func3()" in res.output
     wt = tmp_path / "ws/worktrees/backport/demo--local"
     text = (wt / "mm/vmscan.c").read_text()
     start, end = text.index("<<<<<<< "), text.index(">>>>>>> ")
@@ -359,6 +443,44 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
             ] == [(1, "local", "done")]
     res = runner.invoke(cli, [*base, "status", "nosuch"])
     assert res.exit_code == 2 and "unknown series 'nosuch'" in res.output
+
+
+def test_cli_skip_status_and_build_check_refusal(tmp_path: Path, repo: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from patchflow.cli import cli
+
+    runner, base, cfg = cli_setup(tmp_path, repo, monkeypatch)
+    assert runner.invoke(cli, [*base, "tree", "prepare", "local"]).exit_code == 0
+    # no build of the target yet: one line naming it and what to run, exit 2, nothing started
+    res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--build-check"])
+    assert res.exit_code == 2 and isinstance(res.exception, SystemExit)
+    assert "--build-check: local has no prepared build dir" in res.output
+    assert "patchflow build SERIES --target local --variant base" in res.output and len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "ws/worktrees/backport/demo--local").exists()
+    res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local"])
+    assert res.exit_code == 1 and "--skip --target local --note" in res.output
+    res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--skip"])
+    assert res.exit_code == 2 and "--skip --note 'WHY'" in res.output
+    res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--skip", "--note",
+                              "stable already shifts instead"])
+    assert res.exit_code == 0, res.output
+    assert "WARN applied with changes: 1 skipped" in res.output
+    assert "[1] skipped         mm: a  (stable already shifts instead)" in res.output
+    manifest = json.loads((cfg / "series/demo/backports/local/manifest.json").read_text())
+    assert [k["note"] for k in manifest["skipped"]] == ["stable already shifts instead"]
+    res = runner.invoke(cli, [*base, "status", "demo"])
+    assert "demo v1 local: skipped patch 1 (mm: a): stable already shifts instead" in res.output
+    res = runner.invoke(cli, [*base, "status", "demo", "--format", "json"])
+    assert json.loads(res.stdout)["rows"][0]["skipped"] == [
+        "patch 1 (mm: a): stable already shifts instead"]
+    # a second run re-applies the stored queue: the skip is carried, never lost
+    res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--format", "json"])
+    [doc] = json.loads(res.stdout)["results"]
+    assert doc["status"] == "warn" and doc["details"]["source"] == "stored queue"
+    assert doc["summary"] == "applied with changes: 1 skipped"
+    assert [k["note"] for k in doc["details"]["skipped"]] == ["stable already shifts instead"]
+    manifest = json.loads((cfg / "series/demo/backports/local/manifest.json").read_text())
+    assert len(manifest["skipped"]) == 1
 
 
 def _written_elsewhere(repo: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -401,3 +523,68 @@ def test_conflict_spot_without_preimage_blobs(repo: Path, tmp_path: Path) -> Non
     assert with_.phase == "conflict" and with_.results[0].markers
     assert [str(x) for x in with_.results[0].spots] == spots_without == [
         "mm/vmscan.c:29:func3()"]
+
+
+# the form kbuild 6.1 writes (cmd_, objtool chained after the compiler, '#' escaped), shortened
+SRC = "/cache/trees/src/linux-6.1.y/base"
+CMD_61 = (
+    f"cmd_kernel/ptrace.o := ccache gcc -Wp,-MMD,kernel/.ptrace.o.d -nostdinc -I{SRC}/arch/x86/"
+    f"include -I./arch/x86/include/generated -I{SRC}/include -I./include -include {SRC}/include/"
+    f"linux/kconfig.h -D__KERNEL__ -fmacro-prefix-map={SRC}/= -DKBUILD_MODFILE='\"kernel/ptrace\"'"
+    " -DKBUILD_BASENAME='\"ptrace\"' -DKBUILD_MODNAME='\"ptrace\"' -DX='\"$(pound)$$\"'"
+    f" -c -o kernel/ptrace.o {SRC}/kernel/ptrace.c ; ./tools/objtool/objtool --hacks=jump_label"
+    " --mcount --orc --retpoline --uaccess kernel/ptrace.o\n\nsource_kernel/ptrace.o := ...\n")
+
+
+def test_build_check_argv(tmp_path: Path) -> None:
+    """The recorded command, made to compile the backport worktree into a scratch dir."""
+    build = tmp_path / "obj"
+    (build / "kernel").mkdir(parents=True)
+    (build / "kernel/.ptrace.o.cmd").write_text(CMD_61)
+    assert bpb.objects_for(["kernel/ptrace.c", "include/linux/sched.h", "arch/x86/entry/a.S",
+                            "kernel/ptrace.c"]) == ["kernel/ptrace.o", "arch/x86/entry/a.o"]
+    assert bpb.recorded_command(build, "kernel/signal.o") is None  # not built by this config
+    cmd = bpb.recorded_command(build, "kernel/ptrace.o")
+    assert cmd is not None and "-DX='\"#$\"'" in cmd
+    tree = bpb.BuildTree(build, Path(SRC))
+    wt, out = Path("/ws/worktrees/backport/s--linux-6.1.y"), Path("/tmp/out")
+    argv = bpb.compile_argv(cmd, tree, wt, "kernel/ptrace.o", out)
+    assert argv[:4] == ["ccache", "gcc", "-Wp,-MMD,/tmp/out/.ptrace.o.d", "-nostdinc"]
+    assert argv[-4:] == ["-c", "-o", "/tmp/out/ptrace.o", f"{wt}/kernel/ptrace.c"]
+    assert f"-I{wt}/include" in argv and "-I./include" in argv  # generated headers: the build dir's
+    assert f"-fmacro-prefix-map={wt}/=" in argv and '-DKBUILD_MODNAME="ptrace"' in argv
+    assert not any(SRC in a or "objtool" in a for a in argv)
+
+
+def test_build_check_errors_name_the_file_and_line() -> None:
+    wt = Path("/ws/wt")
+    # verbatim gcc 12 output, the worktree's absolute path first
+    out = ("/ws/wt/kernel/ptrace.c: In function 'ptrace_request':\n"
+           "/ws/wt/kernel/ptrace.c:1090:36: error: 'PF_USER_WORKER' undeclared (first use in "
+           "this function); did you mean 'PF_IO_WORKER'?\n"
+           "/ws/wt/kernel/ptrace.c:1090:36: note: each undeclared identifier is reported only once\n")
+    assert bpb.errors_of(out, wt) == [
+        "kernel/ptrace.c:1090: error: 'PF_USER_WORKER' undeclared (first use in this function); "
+        "did you mean 'PF_IO_WORKER'?"]
+
+
+def test_build_check_without_a_build_dir(tmp_path: Path) -> None:
+    from patchflow.errors import UserError
+
+    with pytest.raises(UserError, match="linux-6.1.y has no prepared build dir .* run "
+                                        "`patchflow build SERIES --target linux-6.1.y "
+                                        "--variant base` first"):
+        bpb.prepared(tmp_path / "nosuch", "linux-6.1.y")
+
+
+def test_lore_link_setting(tmp_path: Path) -> None:
+    from patchflow.config import ConfigError, load_workspace_config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[lore]\nmidmask = "http://127.0.0.1:8080/linux-mm/%s"\n'
+                    'link = "https://lists.example.org/r/%s"\n')
+    assert load_workspace_config(path).lore.link == "https://lists.example.org/r/%s"
+    path.write_text('[lore]\nlink = "http://127.0.0.1:8080/linux-mm/"\n')
+    with pytest.raises(ConfigError, match="lore.link"):
+        load_workspace_config(path)
+    assert load_workspace_config(tmp_path / "none.toml").lore.link == bpp.LORE_LINK
