@@ -142,6 +142,9 @@ def branch_head(ctx: GateContext, tc: TargetConfig) -> str:
         pass  # no tree yet: the backport stage will say so with a proper result
     if tc.debian is not None:
         return f"{tc.debian.package}={tc.debian.releases[-1]}"
+    if tc.git is None:
+        assert tc.distro is not None
+        return f"{tc.distro.provider}:{tc.distro.release}={tc.distro.version}"
     return f"{tc.git.remote}#{tc.git.branch}"
 
 

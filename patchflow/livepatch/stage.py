@@ -57,6 +57,17 @@ def base_tree(ws: Workspace, target: str) -> BuiltTree:
     return BuiltTree(wt, art.build_dir, art.vmlinux)
 
 
+def distro_tree(ctx: StageContext) -> BuiltTree:
+    """A distro target's tree: packages fetched, build dir prepared (both cached)."""
+    from patchflow.distro.stage import ensure
+
+    target = ctx.need_target(BUILD)
+    prepared, took = ensure(ctx.ws.cache, target, ctx.say, log=ctx.log)
+    ctx.say(f"{target.name}: {prepared.kernel.release} ready (fetch {took.fetch_s:.1f} s, "
+            f"prepare {took.prepare_s:.1f} s)")
+    return BuiltTree(prepared.source, prepared.build, prepared.kernel.vmlinux, distro=prepared)
+
+
 def build_module(ctx: StageContext, series: str, *, patch: Path | None = None,
                  tree: BuiltTree | None = None, backend: str = "auto", force: bool = False,
                  name: str | None = None, out: Path | None = None) -> StageResult:
@@ -72,6 +83,10 @@ def build_module(ctx: StageContext, series: str, *, patch: Path | None = None,
     mod = user_name(name, "module") if name else module_name(series)
     outdir = (out or ctx.ws.root / "livepatch" / series / (target or "custom")).absolute()
     outdir.mkdir(parents=True, exist_ok=True)
+    if tree is None and ctx.target is not None and ctx.target.distro is not None:
+        if patch is None:
+            raise UserError(f"target {target} is a distribution kernel: give --patch")
+        tree = distro_tree(ctx)
     if target is not None and tree is None:
         with target_lock(ctx.ws.cache, target):
             tree = base_tree(ctx.ws, target)
