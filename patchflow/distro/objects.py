@@ -135,8 +135,11 @@ def compile_objects(tree: PreparedTree, objs: list[str], dest: Path, suffix: str
     for obj in objs:
         built = tree.build / obj
         if not done.ok or not built.is_file():
-            last = (done.tail.strip().splitlines() or ["no output"])[-1]
-            raise NotBuilt(f"{obj}: kbuild could not compile it for {tree.kernel.release}: {last}")
+            from patchflow.livepatch.generate import kbuild_error
+
+            which = "the patched" if suffix == "after" else "the unpatched"
+            raise NotBuilt(f"{obj}: kbuild could not compile {which} source for "
+                           f"{tree.kernel.release}: {kbuild_error(done.tail)}")
         target = dest / Path(obj).with_suffix(f".{suffix}.o")
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(built, target)

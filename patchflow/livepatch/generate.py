@@ -32,7 +32,7 @@ from patchflow import templates
 from patchflow.errors import NotFound, UserError
 from patchflow.livepatch.diff import ObjectDiff, compare
 from patchflow.livepatch.elf import ElfObject
-from patchflow.livepatch.extract import Extracted, extract, klp_convert
+from patchflow.livepatch.extract import Extracted, annotate_noendbr, extract, klp_convert
 from patchflow.livepatch.kallsyms import VmlinuxSymbols, read_symvers
 from patchflow.livepatch.results import AnalysisRecord, LivepatchBuildDetails, ReplacedFunction
 from patchflow.livepatch.safety import SafetyFinding, analyze_diff, analyze_objects
@@ -76,6 +76,10 @@ class BuiltTree:
             return self.distro.kernel.release
         p = self.build / "include" / "config" / "kernel.release"
         return p.read_text().strip() if p.is_file() else ""
+
+    def config_enabled(self, option: str) -> bool:
+        cfg = self.build / ".config"
+        return cfg.is_file() and f"\n{option}=y\n" in "\n" + cfg.read_text(errors="replace")
 
     @property
     def make_args(self) -> list[str]:
@@ -323,6 +327,8 @@ def generate(patch_text: str, tree: BuiltTree, workdir: Path, *, name: str, seri
             # kbuild links one shipped object; several TUs would need a partial link first
             raise UserError("the native generator handles patches changing one .c file; "
                             f"this one changes {len(pieces)}")
+        if tree.config_enabled("CONFIG_X86_KERNEL_IBT"):
+            annotate_noendbr(pieces[0].obj, [f.new_symbol for f in funcs])
         (moddir / f"{OBJECT}_shipped").write_bytes(pieces[0].obj.to_bytes())
         # With CONFIG_MODVERSIONS, modpost reads the CRCs of each object's exports from
         # its .<obj>.cmd ("#SYMVER name crc"); kbuild's copy of a _shipped object writes

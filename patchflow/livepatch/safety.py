@@ -166,12 +166,16 @@ def analyze_objects(file: str, before: ElfObject, after: ElfObject,
     out: list[SafetyFinding] = []
     for name in d.changed_data:
         info = d.after[name]
+        if info.section.startswith(".discard."):
+            continue  # never linked: objtool/compiler annotations (.discard.addressable)
         if STATIC_LOCAL.match(info.name):
             out.append(finding("static-local", file, name, f"in {info.section}"))
         else:
             out.append(finding("data-init", file, name, f"in {info.section}"))
     for name in d.new_data:
         info = d.after[name]
+        if info.section.startswith(".discard."):
+            continue
         # WARN_ONCE's flag lives in .data.once; kpatch allows new ones too
         if STATIC_LOCAL.match(info.name) and not info.section.startswith(".data.once"):
             out.append(finding("static-local", file, name, f"new, in {info.section}"))

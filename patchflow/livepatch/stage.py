@@ -19,7 +19,7 @@ from patchflow.kernel.artefacts import locate, target_lock
 from patchflow.livepatch import backends
 from patchflow.livepatch.generate import BuiltTree, generate, module_name
 from patchflow.livepatch.results import LivepatchBuildDetails
-from patchflow.livepatch.verify import VerifySpec, verify
+from patchflow.livepatch.verify import ZRAM_SETUP, VerifySpec, verify
 from patchflow.result import StageResult, Status, details_from_json
 from patchflow.workspace import Workspace, atomic_write_json
 
@@ -141,6 +141,12 @@ def verify_module(ctx: StageContext, module: Path, *, kernel: Path | None = None
     """Boot the unpatched kernel (the target's base build by default) with *module*."""
     from patchflow.livepatch.bundle import modinfo
 
+    extra: tuple[Path, ...] = ()
+    setup = ""
+    mem = 512
+    if kernel is None and ctx.target is not None and ctx.target.distro is not None:
+        kernel, extra = distro_guest(ctx)
+        setup, mem = ZRAM_SETUP, 1024
     if kernel is None:
         target = ctx.need_target(VERIFY)
         kernel = locate(ctx.ws.cache, target.name, "base").bzimage
@@ -152,13 +158,27 @@ def verify_module(ctx: StageContext, module: Path, *, kernel: Path | None = None
     spec = VerifySpec(name=user_name(name, "module"), effect_cmd=effect_cmd, expect=expect,
                       timeout=timeout if timeout is not None else lp.transition_timeout,
                       stress_seconds=stress_seconds if stress_seconds is not None
-                      else lp.stress_seconds)
-    res = verify(module, kernel, spec, cache=ctx.ws.cache_dir("livepatch"), log=ctx.log)
+                      else lp.stress_seconds, setup_cmd=setup)
+    res = verify(module, kernel, spec, cache=ctx.ws.cache_dir("livepatch"), log=ctx.log,
+                 extra_modules=extra, mem_mb=mem)
     ctx.say(f"{res.status.value}: {res.summary}")
     out = StageResult(VERIFY, res.status, res.summary, res.duration,
                       ctx.target.name if ctx.target else None, res.details, res.log)
     atomic_write_json(module.with_suffix(".verify.json"), out.to_json())
     return out
+
+
+def distro_guest(ctx: StageContext) -> tuple[Path, tuple[Path, ...]]:
+    """A distro target's own vmlinuz and the workload's modules from its image package."""
+    from patchflow.distro.guest import WORKLOAD_MODULES, module_closure
+    from patchflow.distro.stage import fetch
+
+    target = ctx.need_target(VERIFY)
+    files = fetch(ctx.ws.cache, target, ctx.say)
+    mods = module_closure(files.modules, WORKLOAD_MODULES, ctx.ws.cache_dir("livepatch", "ko"))
+    ctx.say(f"{target.name}: booting Debian's {files.vmlinuz.name} with "
+            f"{', '.join(m.name for m in mods)}")
+    return files.vmlinuz, tuple(mods)
 
 
 def run_verify(ctx: StageContext) -> StageResult:

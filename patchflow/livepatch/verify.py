@@ -155,15 +155,22 @@ def keep_guest_files(files: dict[str, bytes], dest: Path) -> None:
 
 
 def verify(module: Path, bzimage: Path, spec: VerifySpec, *, cache: Path, log: Path,
-           accel: str = "tcg", boot_timeout: float = 600.0) -> StageResult:
-    """Boot the unpatched *bzimage* with *module* and run every check."""
+           accel: str = "tcg", boot_timeout: float = 600.0, extra_modules: tuple[Path, ...] = (),
+           mem_mb: int = 512) -> StageResult:
+    """Boot the unpatched *bzimage* with *module* and run every check.
+
+    *extra_modules* (a distribution kernel's zram and its dependencies, in
+    load order) are insmod'ed before the checks start.
+    """
     from patchflow.boot import qemu
     from patchflow.boot.initramfs import GuestSpec, initramfs
 
+    extra = tuple((m, f"/lib/modules/extra/{i:02d}-{m.name}") for i, m in enumerate(extra_modules))
     guest = GuestSpec(snippets=(("livepatch", snippet(spec)),),
-                      files=((module, GUEST_MODULE),), stress_ng=spec.stress_seconds > 0)
+                      files=((module, GUEST_MODULE), *extra), modules=tuple(g for _m, g in extra),
+                      stress_ng=spec.stress_seconds > 0)
     initrd = initramfs(cache, guest)
     run = qemu.boot(bzimage, initrd, log=log, accel=accel, timeout=boot_timeout,
-                    stage="livepatch-verify")
+                    stage="livepatch-verify", mem_mb=mem_mb)
     keep_guest_files(run.files, log.with_name(log.name + ".files"))
     return judge(spec, run.result, run.files)
