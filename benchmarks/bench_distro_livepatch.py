@@ -1,5 +1,7 @@
 """Live patches for a distribution kernel: per real stable fix, built or refused, and how long.
 
+    (--verify: and loaded, transitioned, stressed and rolled back in its own kernel.)
+
     python benchmarks/bench_distro_livepatch.py [--target debian12-cloud-6.1]
         [--corpus tests/data/distro-corpus/6.1] [--only NAME ...] [--json OUT]
         [--estimate-full-build N]
@@ -33,7 +35,7 @@ from patchflow.config import ConfigDir
 from patchflow.distro.prepare import PreparedTree, make_argv
 from patchflow.distro.stage import ensure
 from patchflow.errors import PatchflowError
-from patchflow.livepatch.generate import BuiltTree, generate
+from patchflow.livepatch.generate import BuiltTree, generate, module_name
 from patchflow.livepatch.results import LivepatchBuildDetails
 from patchflow.result import Status
 from patchflow.runner import run
@@ -51,20 +53,42 @@ class FixResult:
     reason: str
 
 
-def run_fix(tree: BuiltTree, patch: Path) -> FixResult:
-    """One fix through the generator; a refusal or a user error is a result, not a crash."""
+def run_fix(tree: BuiltTree, patch: Path, verify_in: Path | None = None) -> FixResult:
+    """One fix through the generator (and the guest); a refusal is a result, not a crash."""
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-distro-") as d:
         try:
-            res = generate(patch.read_text(), tree, Path(d), name="lp_" + patch.stem[:50])
+            res = generate(patch.read_text(), tree, Path(d), name=module_name(patch.stem))
         except PatchflowError as exc:
             return FixResult(patch.stem, "refused", time.monotonic() - t0, (), str(exc))
-    took = time.monotonic() - t0
-    built = res.detail(LivepatchBuildDetails)
-    funcs = tuple(f.name for f in built.functions) if built else ()
-    if res.status is Status.PASS:
-        return FixResult(patch.stem, "built", took, funcs, "")
-    return FixResult(patch.stem, "refused", took, funcs, res.summary)
+        took = time.monotonic() - t0
+        built = res.detail(LivepatchBuildDetails)
+        funcs = tuple(f.name for f in built.functions) if built else ()
+        if res.status is not Status.PASS:
+            return FixResult(patch.stem, "refused", took, funcs, res.summary)
+        if verify_in is None or built is None:
+            return FixResult(patch.stem, "built", took, funcs, "")
+        return _verified(tree, Path(built.module), patch.stem, took, funcs, verify_in)
+
+
+def _verified(tree: BuiltTree, ko: Path, fix: str, took: float, funcs: tuple[str, ...],
+              cache: Path) -> FixResult:
+    """Load the module into the distribution's own kernel under QEMU (the verify stage's code)."""
+    from patchflow.distro.guest import WORKLOAD_MODULES, module_closure
+    from patchflow.livepatch.bundle import modinfo
+    from patchflow.livepatch.verify import ZRAM_SETUP, VerifySpec, verify
+
+    assert tree.distro is not None
+    k = tree.distro.kernel
+    mods = module_closure(k.modules, WORKLOAD_MODULES, cache / "ko")
+    spec = VerifySpec(name=modinfo(ko.read_bytes())["name"], stress_seconds=10,
+                      setup_cmd=ZRAM_SETUP)
+    t0 = time.monotonic()
+    res = verify(ko, k.vmlinuz, spec, cache=cache, log=cache / "logs" / f"{fix}.log",
+                 extra_modules=tuple(mods), mem_mb=1024)
+    status = "verified" if res.status is Status.PASS else "verify-failed"
+    return FixResult(fix, status, took, funcs,
+                     f"guest {time.monotonic() - t0:.0f} s: {res.summary}")
 
 
 def estimate_full_build(tree: PreparedTree, n: int) -> dict[str, float]:
@@ -98,6 +122,8 @@ def main() -> int:
     ap.add_argument("--only", action="append", default=[])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--estimate-full-build", type=int, default=0, metavar="N")
+    ap.add_argument("--verify", action="store_true",
+                    help="load each built module into the distribution's kernel under QEMU")
     args = ap.parse_args()
     cache = Path(os.environ.get("PATCHFLOW_CACHE", Path.home() / ".cache" / "patchflow"))
     target = ConfigDir(ROOT).target(args.target)
@@ -108,12 +134,15 @@ def main() -> int:
                if not args.only or p.stem in args.only]
     rows = []
     for patch in patches:
-        r = run_fix(tree, patch)
+        r = run_fix(tree, patch, cache / "livepatch" / "bench-distro" if args.verify else None)
         rows.append(r)
-        what = ", ".join(r.functions) if r.status == "built" else r.reason
+        what = ", ".join(r.functions) + (f"; {r.reason}" if r.reason else "") \
+            if r.status in ("built", "verified") else r.reason
         print(f"{r.fix:<32} {r.status:<8} {r.seconds:6.1f} s  {what}", flush=True)
-    built = [r for r in rows if r.status == "built"]
-    print(f"{len(built)} of {len(rows)} built, {len(rows) - len(built)} refused; "
+    built = [r for r in rows if r.status in ("built", "verified", "verify-failed")]
+    verified = [r for r in rows if r.status == "verified"]
+    print(f"{len(built)} of {len(rows)} built ({len(verified)} verified in the guest), "
+          f"{len(rows) - len(built)} refused; "
           f"median {sorted(r.seconds for r in rows)[len(rows) // 2]:.1f} s per fix"
           if rows else "no fixes")
     out: dict[str, object] = {"target": args.target, "fetch_s": took.fetch_s,

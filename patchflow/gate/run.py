@@ -39,6 +39,7 @@ from patchflow import __version__, typed
 from patchflow.bench.ab import sample_rows
 from patchflow.config import SeriesConfig, TargetConfig, WorkspaceConfig
 from patchflow.context import StageContext, append_line
+from patchflow.distro.stage import DISTRO_SKIP
 from patchflow.errors import NotFound, PatchflowError, ToolNotFound
 from patchflow.gate.records import (
     Entry,
@@ -229,6 +230,8 @@ def _blocked(stage: Stage, target: str | None, ctx: GateContext,
                                        f"(run the {need} stage first)")
         if ctx.dry_run and prev.summary.startswith("dry run:"):
             continue  # planned, not run: show the whole plan
+        if prev.status is Status.SKIP and prev.summary == DISTRO_SKIP:
+            continue  # a distro target has no full build: the live-patch stages run anyway
         if prev.status not in (Status.PASS, Status.WARN):
             return StageResult(stage=stage.name, status=Status.SKIP, target=target,
                                summary=f"skipped: {need} {prev.status.value}")

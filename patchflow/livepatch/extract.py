@@ -103,6 +103,8 @@ TABLES: dict[str, TableSpec] = {
                                 companion_size=6),
 }
 R_X86_64_64 = 1
+#: data sections a module carries its own copy of, as any module does (dynamic debug)
+OWN_DATA = ("__dyndbg", "__dyndbg_classes")
 #: sections of constructs named in a refusal: 6.12's runtime constants (behind access_ok)
 CONSTRUCTS = {"runtime_ptr_": "runtime constant (runtime_const_ptr)",
               "runtime_shift_": "runtime constant (runtime_const_shift_right)"}
@@ -329,6 +331,11 @@ def extract(after: ElfObject, *, changed: list[str], new: list[str], new_data: l
             decisions[i] = ("ext", external(i))
             return i, addend
         # data object
+        if sec.name in OWN_DATA:
+            # pr_debug descriptors: the module registers its own copies (with their static
+            # keys, which the carried jump labels point at); vmlinux's have other line numbers
+            include[s.shndx] = None
+            return i, addend
         if s.name in new_data_set or (not (sec.flags & SHF_WRITE) and not vm.has(s.name)):
             include[s.shndx] = None  # new data, or a constant table vmlinux folded away
             return i, addend

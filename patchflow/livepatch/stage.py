@@ -84,8 +84,7 @@ def build_module(ctx: StageContext, series: str, *, patch: Path | None = None,
     outdir = (out or ctx.ws.root / "livepatch" / series / (target or "custom")).absolute()
     outdir.mkdir(parents=True, exist_ok=True)
     if tree is None and ctx.target is not None and ctx.target.distro is not None:
-        if patch is None:
-            raise UserError(f"target {target} is a distribution kernel: give --patch")
+        patch = patch or stored_patch(ctx.ws, series, ctx.target.name)
         tree = distro_tree(ctx)
     if target is not None and tree is None:
         with target_lock(ctx.ws.cache, target):

@@ -70,6 +70,16 @@ def tlb_shootdowns(interrupts: str) -> int | None:
     return None
 
 
+def vmstat(text: str) -> dict[str, int]:
+    """``/proc/vmstat`` as numbers ("pswpout 32767")."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
 def _int(text: str) -> int | None:
     return int(text) if text.strip().lstrip("-").isdigit() else None
 
@@ -104,6 +114,12 @@ def judge(spec: VerifySpec, boot: StageResult, files: dict[str, bytes]) -> Stage
               f"after rollback={rollback[:80]!r}")
     if spec.stress_seconds:
         check("stress", _txt(files, "stress.rc") == "0", _txt(files, "stress")[-200:])
+    if spec.stress_seconds and spec.setup_cmd == ZRAM_SETUP:
+        # the reclaim profile really reclaimed: pages went out to the zram swap
+        out = [vmstat(_txt(files, f"vmstat-{w}")).get("pswpout", 0) for w in ("before", "after")]
+        check("reclaim", _txt(files, "setup.rc") == "0" and out[1] > out[0],
+              f"pswpout {out[0]} -> {out[1]} (zram swap set up: "
+              f"{'yes' if _txt(files, 'setup.rc') == '0' else 'no'})")
     check("disable", _txt(files, "disabled-gone") == "yes",
           f"reverse transition {_txt(files, 'disable-seconds') or '?'}s")
     check("unload", _txt(files, "rmmod.rc") == "0" and

@@ -294,3 +294,27 @@ def test_kbuild_error_line() -> None:
             "make[1]: *** [Makefile.modpost:127: /m/Module.symvers] Error 1\n"
             "make: Leaving directory '/b'\n")
     assert kbuild_error(tail) == "/m/.klp_patched.o.cmd: No such file or directory"
+
+
+# ---- the gate on a distro target -------------------------------------------------------
+
+
+def test_gate_skips_full_build_on_a_distro_target(tmp_path: Path) -> None:
+    from patchflow.config import ConfigDir
+    from patchflow.context import StageContext
+    from patchflow.distro.stage import DISTRO_SKIP
+    from patchflow.gate.registry import STAGES
+    from patchflow.result import Status
+    from patchflow.state import State
+    from patchflow.workspace import Workspace
+
+    root = Path(__file__).resolve().parent.parent.parent
+    ws = Workspace.open(tmp_path / "ws", root, tmp_path / "cache")
+    target = ConfigDir(root).target("debian12-cloud-6.1")
+    by_name = {s.name: s for s in STAGES}
+    with State(ws.db_path) as st:
+        ctx = StageContext.make(ws, st, log=tmp_path / "log", target=target)
+        for name in ("build-base", "build-patched", "boot", "bench"):
+            res = by_name[name].run(ctx)
+            assert res.status is Status.SKIP and res.summary == DISTRO_SKIP
+    assert "does not build the whole distro kernel" in DISTRO_SKIP
