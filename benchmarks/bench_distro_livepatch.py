@@ -51,6 +51,7 @@ class FixResult:
     seconds: float
     functions: tuple[str, ...]
     reason: str
+    tables: tuple[str, ...] = ()
 
 
 def run_fix(tree: BuiltTree, patch: Path, verify_in: Path | None = None) -> FixResult:
@@ -66,13 +67,14 @@ def run_fix(tree: BuiltTree, patch: Path, verify_in: Path | None = None) -> FixR
         funcs = tuple(f.name for f in built.functions) if built else ()
         if res.status is not Status.PASS:
             return FixResult(patch.stem, "refused", took, funcs, res.summary)
+        tables = built.carried_tables if built else ()
         if verify_in is None or built is None:
-            return FixResult(patch.stem, "built", took, funcs, "")
-        return _verified(tree, Path(built.module), patch.stem, took, funcs, verify_in)
+            return FixResult(patch.stem, "built", took, funcs, "", tables)
+        return _verified(tree, Path(built.module), patch.stem, took, funcs, verify_in, tables)
 
 
 def _verified(tree: BuiltTree, ko: Path, fix: str, took: float, funcs: tuple[str, ...],
-              cache: Path) -> FixResult:
+              cache: Path, tables: tuple[str, ...]) -> FixResult:
     """Load the module into the distribution's own kernel under QEMU (the verify stage's code)."""
     from patchflow.distro.guest import WORKLOAD_MODULES, module_closure
     from patchflow.livepatch.bundle import modinfo
@@ -88,7 +90,7 @@ def _verified(tree: BuiltTree, ko: Path, fix: str, took: float, funcs: tuple[str
                  extra_modules=tuple(mods), mem_mb=1024)
     status = "verified" if res.status is Status.PASS else "verify-failed"
     return FixResult(fix, status, took, funcs,
-                     f"guest {time.monotonic() - t0:.0f} s: {res.summary}")
+                     f"guest {time.monotonic() - t0:.0f} s: {res.summary}", tables)
 
 
 def estimate_full_build(tree: PreparedTree, n: int) -> dict[str, float]:
@@ -136,8 +138,8 @@ def main() -> int:
     for patch in patches:
         r = run_fix(tree, patch, cache / "livepatch" / "bench-distro" if args.verify else None)
         rows.append(r)
-        what = ", ".join(r.functions) + (f"; {r.reason}" if r.reason else "") \
-            if r.status in ("built", "verified") else r.reason
+        what = ", ".join(r.functions) + (f" [{' '.join(r.tables)}]" if r.tables else "") \
+            + (f"; {r.reason}" if r.reason else "") if r.status != "refused" else r.reason
         print(f"{r.fix:<32} {r.status:<8} {r.seconds:6.1f} s  {what}", flush=True)
     built = [r for r in rows if r.status in ("built", "verified", "verify-failed")]
     verified = [r for r in rows if r.status == "verified"]

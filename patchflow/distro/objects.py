@@ -169,3 +169,52 @@ def is_module_object(tree: PreparedTree, obj: str) -> bool:
     rel = Path(obj)
     cmd = tree.build / rel.parent / f".{rel.name}.cmd"
     return cmd.is_file() and " -DMODULE " in cmd.read_text(errors="replace")
+
+
+#: objtool's per-object options by config (scripts/Makefile.lib of 6.12, objtool-args-y)
+OBJTOOL_ARGS: tuple[tuple[str, str], ...] = (
+    ("CONFIG_HAVE_JUMP_LABEL_HACK", "--hacks=jump_label"),
+    ("CONFIG_HAVE_NOINSTR_HACK", "--hacks=noinstr"),
+    ("CONFIG_MITIGATION_CALL_DEPTH_TRACKING", "--hacks=skylake"),
+    ("CONFIG_X86_KERNEL_IBT", "--ibt"),
+    ("CONFIG_UNWINDER_ORC", "--orc"),
+    ("CONFIG_MITIGATION_RETPOLINE", "--retpoline"),
+    ("CONFIG_MITIGATION_RETHUNK", "--rethunk"),
+    ("CONFIG_MITIGATION_SLS", "--sls"),
+    ("CONFIG_HAVE_STATIC_CALL_INLINE", "--static-call"),
+    ("CONFIG_HAVE_UACCESS_VALIDATION", "--uaccess"),
+)
+
+
+def delays_objtool(config: dict[str, str]) -> bool:
+    """IBT (or clang LTO) kernels run objtool on vmlinux.o, not on each object."""
+    return config.get("CONFIG_X86_KERNEL_IBT") == "y" or config.get("CONFIG_LTO_CLANG") == "y"
+
+
+def objtool_argv(tree: PreparedTree, config: dict[str, str], obj: Path) -> list[str]:
+    """objtool as vmlinux.o's link-time pass runs it, on one object (for the proof only)."""
+    args = [flag for opt, flag in OBJTOOL_ARGS if config.get(opt) == "y"]
+    if config.get("CONFIG_PREFIX_SYMBOLS") == "y":
+        args.append(f"--prefix={config.get('CONFIG_FUNCTION_PADDING_BYTES', '16')}")
+    return [str(tree.build / "tools" / "objtool" / "objtool"), *args, str(obj)]
+
+
+def as_in_vmlinux(tree: PreparedTree, before: Path, *, log: Path | None = None) -> Path:
+    """The object vmlinux's bytes came from: on a delayed-objtool kernel, a copy objtool ran on.
+
+    kbuild compiles each object of an IBT kernel without objtool and runs it
+    once over vmlinux.o, where it rewrites jump-label sites; the proof compares
+    against what that pass would have made of this object.  The live patch
+    itself is built from the objects as kbuild compiled them: objtool runs on
+    the linked module as for any module of this kernel.
+    """
+    from patchflow.distro.kernel import config_values
+
+    config = config_values((tree.build / ".config").read_text(errors="replace"))
+    if not delays_objtool(config):
+        return before
+    copy = before.with_name(before.name.replace(".before.o", ".objtool.o"))
+    shutil.copyfile(before, copy)
+    runner.run(objtool_argv(tree, config, copy), cwd=tree.build, log=log, timeout=600,
+               check=False)
+    return copy

@@ -249,7 +249,7 @@ def _overlay_units(tree: BuiltTree, files: list[str], overlay: Path, workdir: Pa
 def _distro_units(tree: BuiltTree, files: list[str], overlay: Path, workdir: Path,
                   log: Path | None) -> list[Unit]:
     """A distribution kernel: its own kbuild compiles each object; *before* must reproduce vmlinux."""
-    from patchflow.distro.objects import NotBuilt, compile_pair, is_module_object
+    from patchflow.distro.objects import NotBuilt, as_in_vmlinux, compile_pair, is_module_object
     from patchflow.distro.prepare import build_lock
     from patchflow.livepatch.reproduce import VmlinuxImage, check_object, require_reproduced
 
@@ -266,7 +266,8 @@ def _distro_units(tree: BuiltTree, files: list[str], overlay: Path, workdir: Pat
                 raise NotBuilt(f"{p.obj} is built as part of a module in "
                                f"{tree.release()}: only vmlinux functions are live patched here")
             tu = p.obj[:-2] + ".c"
-            require_reproduced(check_object(p.before, p.obj, tu, vm), tree.release())
+            proof = as_in_vmlinux(tree.distro, p.before, log=log)
+            require_reproduced(check_object(proof, p.obj, tu, vm), tree.release())
             units.append(Unit(tu, p.before, p.after))
     return units
 
@@ -357,6 +358,7 @@ def generate(patch_text: str, tree: BuiltTree, workdir: Path, *, name: str, seri
             copied=tuple(sorted({c for p in pieces for c in p.copied})),
             klp_symbols=tuple(klp_syms),
             exported_refs=tuple(sorted({r for p in pieces for r in p.plain_refs})),
+            carried_tables=tuple(sorted({t for p in pieces for t in p.carried_tables})),
             forced_findings=tuple(an.findings) if force else ())
     status = Status.WARN if (force and an.findings) else Status.PASS
     return StageResult("livepatch-build", status,

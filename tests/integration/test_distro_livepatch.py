@@ -27,7 +27,7 @@ from patchflow.distro.stage import ensure
 from patchflow.livepatch.elf import SHF_RELA_LIVEPATCH, ElfObject
 from patchflow.livepatch.generate import BuiltTree, generate
 from patchflow.livepatch.reproduce import ReproductionError
-from patchflow.livepatch.results import LivepatchBuildDetails
+from patchflow.livepatch.results import LivepatchBuildDetails, LivepatchVerifyDetails
 from patchflow.result import Status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -114,3 +114,31 @@ def test_reproduction_fails_with_a_wrong_config_option(prepared: PreparedTree,
                                                 r"6.1.0-53-cloud-amd64's vmlinux: \w+: .*"
                                                 r"compiler or config is not the distribution's"):
         generate((CORPUS / "kernel_sys.patch").read_text(), tree, tmp_path / "w", name="lp_x")
+
+
+#: fixes loaded into Debian's own kernel: plain code, an alternative, a static key,
+#: static calls, a paravirt site, reclaim code under the stress profile
+VERIFIED = ["kernel_sys", "fs_proc_task_mmu", "fs_userfaultfd", "kernel_signal",
+            "kernel_bpf_ringbuf", "mm_vmscan"]
+
+
+@pytest.mark.parametrize("fix", VERIFIED)
+def test_fix_verified_in_debians_kernel(prepared: PreparedTree, fix: str, tmp_path: Path) -> None:
+    """Load, transition, stress (zram reclaim), roll back, clean: in 6.1.0-53-cloud-amd64."""
+    from patchflow.distro.guest import WORKLOAD_MODULES, module_closure
+    from patchflow.livepatch.verify import ZRAM_SETUP, VerifySpec, verify
+
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("needs qemu-system-x86")
+    status, summary, d = _build(prepared, fix, tmp_path / "build")
+    assert status is Status.PASS, summary
+    k = prepared.kernel
+    mods = module_closure(k.modules, WORKLOAD_MODULES, tmp_path / "ko")
+    spec = VerifySpec(name=d.name, stress_seconds=10, setup_cmd=ZRAM_SETUP)
+    res = verify(Path(d.module), k.vmlinuz, spec, cache=tmp_path / "guest",
+                 log=tmp_path / "console.log", extra_modules=tuple(mods), mem_mb=1024)
+    assert res.status is Status.PASS, res.summary
+    v = res.detail(LivepatchVerifyDetails)
+    assert v is not None and v.enabled
+    assert {"transition", "stress", "reclaim", "disable", "unload", "taint"} <= {
+        c.check for c in v.checks}

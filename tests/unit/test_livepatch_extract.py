@@ -70,3 +70,19 @@ def test_runtime_constant_is_refused_naming_function_and_construct(tmp_path: Pat
     with pytest.raises(ExtractionError, match=r"t.c: target: runtime constant "
                                               r"\(runtime_const_ptr\) USER_PTR_MAX"):
         table_plans(obj, _include(obj, "target"), "t.c")
+
+
+def test_noendbr_annotates_only_functions_without_endbr(tmp_path: Path) -> None:
+    from patchflow.livepatch.extract import annotate_noendbr
+
+    c = tmp_path / "e.c"
+    c.write_text("static int __attribute__((noinline)) hidden(int x) { return x * 7; }\n"
+                 "int visible(int x) { return hidden(x) + 1; }\n")
+    subprocess.run(["gcc", "-O2", "-fcf-protection=branch", "-ffunction-sections", "-c", str(c),
+                    "-o", str(tmp_path / "e.o")], check=True)
+    obj = ElfObject.read(tmp_path / "e.o")
+    # gcc gives the global an ENDBR and the static, never address-taken, none
+    assert annotate_noendbr(obj, ["hidden", "visible"]) == ["hidden"]
+    sec = obj.sections[obj.section_index(".discard.noendbr")]
+    assert len(sec.data) == 4
+    ElfObject.parse(obj.to_bytes())  # still a valid object
