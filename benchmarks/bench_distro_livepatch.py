@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -129,8 +130,17 @@ def main() -> int:
     args = ap.parse_args()
     cache = Path(os.environ.get("PATCHFLOW_CACHE", Path.home() / ".cache" / "patchflow"))
     target = ConfigDir(ROOT).target(args.target)
-    prepared, took = ensure(cache, target, lambda m: print(m, flush=True))
-    print(f"{args.target}: fetch {took.fetch_s:.1f} s, prepare {took.prepare_s:.1f} s")
+    downloads: list[float] = []
+
+    def say(msg: str) -> None:
+        # "debian: linux-source-6.1_6.1.187-1_all.deb downloaded in 2.9 s"
+        if m := re.search(r" downloaded in ([0-9.]+) s$", msg):
+            downloads.append(float(m.group(1)))
+        print(msg, flush=True)
+
+    prepared, took = ensure(cache, target, say)
+    print(f"{args.target}: fetch {took.fetch_s:.1f} s (downloads {sum(downloads):.1f} s), "
+          f"prepare {took.prepare_s:.1f} s")
     tree = BuiltTree(prepared.source, prepared.build, prepared.kernel.vmlinux, distro=prepared)
     patches = [p for p in sorted(args.corpus.glob("*.patch"))
                if not args.only or p.stem in args.only]
@@ -148,6 +158,7 @@ def main() -> int:
           f"median {sorted(r.seconds for r in rows)[len(rows) // 2]:.1f} s per fix"
           if rows else "no fixes")
     out: dict[str, object] = {"target": args.target, "fetch_s": took.fetch_s,
+                              "download_s": sum(downloads),
                               "prepare_s": took.prepare_s,
                               "fixes": [r.__dict__ for r in rows]}
     if args.estimate_full_build:
