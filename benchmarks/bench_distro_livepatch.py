@@ -85,7 +85,8 @@ def _verified(tree: BuiltTree, ko: Path, fix: str, took: float, funcs: tuple[str
     k = tree.distro.kernel
     mods = module_closure(k.modules, WORKLOAD_MODULES, cache / "ko")
     spec = VerifySpec(name=modinfo(ko.read_bytes())["name"], stress_seconds=10,
-                      setup_cmd=ZRAM_SETUP)
+                      setup_cmd=ZRAM_SETUP,
+                      memcg_mb=64)
     t0 = time.monotonic()
     res = verify(ko, k.vmlinuz, spec, cache=cache, log=cache / "logs" / f"{fix}.log",
                  extra_modules=tuple(mods), mem_mb=1024)

@@ -157,7 +157,7 @@ def verify_module(ctx: StageContext, module: Path, *, kernel: Path | None = None
     spec = VerifySpec(name=user_name(name, "module"), effect_cmd=effect_cmd, expect=expect,
                       timeout=timeout if timeout is not None else lp.transition_timeout,
                       stress_seconds=stress_seconds if stress_seconds is not None
-                      else lp.stress_seconds, setup_cmd=setup)
+                      else lp.stress_seconds, setup_cmd=setup, memcg_mb=64 if setup else 0)
     res = verify(module, kernel, spec, cache=ctx.ws.cache_dir("livepatch"), log=ctx.log,
                  extra_modules=extra, mem_mb=mem)
     ctx.say(f"{res.status.value}: {res.summary}")

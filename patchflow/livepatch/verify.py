@@ -30,6 +30,15 @@ ZRAM_SETUP = ("echo 128M > /sys/block/zram0/disksize && mkswap /dev/zram0 >/dev/
 #: the stress-ng reclaim profile run with the patch loaded: memory pressure inside a small guest
 STRESS = ("stress-ng --vm 2 --vm-bytes 75% --vm-method rand-set --page-in --timeout {seconds}s "
           "--metrics-brief")
+#: a memory cgroup (cgroup v2) the memcg profile runs in, so that it must reclaim whatever
+#: the guest's size: 75% of a 1 GiB guest never reached swap in some runs
+MEMCG_SETUP = ("mount -t cgroup2 none /sys/fs/cgroup && echo +memory > "
+               "/sys/fs/cgroup/cgroup.subtree_control && mkdir -p /sys/fs/cgroup/lp && "
+               "echo {mb}M > /sys/fs/cgroup/lp/memory.max")
+#: stress-ng inside that cgroup, asking for twice its limit
+MEMCG_STRESS = ("sh -c 'echo $$ > /sys/fs/cgroup/lp/cgroup.procs && exec stress-ng --vm 2 "
+                "--vm-bytes {bytes}M --vm-method rand-set --page-in --timeout {seconds}s "
+                "--metrics-brief'")
 
 
 @dataclass(frozen=True)
@@ -42,14 +51,20 @@ class VerifySpec:
     stress_seconds: int = 0
     #: run once before loading (e.g. zram swap, so that the stress run really reclaims)
     setup_cmd: str = ""
+    #: > 0: the stress run goes into a memory cgroup of this limit (and must reclaim)
+    memcg_mb: int = 0
 
 
 def snippet(spec: VerifySpec) -> str:
     from patchflow.livepatch.generate import render
 
     stress = STRESS.format(seconds=spec.stress_seconds) if spec.stress_seconds else ""
+    setup = spec.setup_cmd
+    if spec.memcg_mb and spec.stress_seconds:
+        stress = MEMCG_STRESS.format(bytes=2 * spec.memcg_mb, seconds=spec.stress_seconds)
+        setup = " && ".join(filter(None, (setup, MEMCG_SETUP.format(mb=spec.memcg_mb))))
     return render("verify.sh.j2", name=spec.name, module=GUEST_MODULE, effect_cmd=spec.effect_cmd,
-                  timeout=spec.timeout, stress_cmd=stress, setup_cmd=spec.setup_cmd)
+                  timeout=spec.timeout, stress_cmd=stress, setup_cmd=setup)
 
 
 def taint_letters(value: int) -> str:
@@ -114,12 +129,12 @@ def judge(spec: VerifySpec, boot: StageResult, files: dict[str, bytes]) -> Stage
               f"after rollback={rollback[:80]!r}")
     if spec.stress_seconds:
         check("stress", _txt(files, "stress.rc") == "0", _txt(files, "stress")[-200:])
-    if spec.stress_seconds and spec.setup_cmd == ZRAM_SETUP:
+    if spec.stress_seconds and spec.memcg_mb:
         # the reclaim profile really reclaimed: pages went out to the zram swap
         out = [vmstat(_txt(files, f"vmstat-{w}")).get("pswpout", 0) for w in ("before", "after")]
         check("reclaim", _txt(files, "setup.rc") == "0" and out[1] > out[0],
-              f"pswpout {out[0]} -> {out[1]} (zram swap set up: "
-              f"{'yes' if _txt(files, 'setup.rc') == '0' else 'no'})")
+              f"pswpout {out[0]} -> {out[1]} in a {spec.memcg_mb} MiB memory cgroup (zram swap "
+              f"and cgroup set up: {'yes' if _txt(files, 'setup.rc') == '0' else 'no'})")
     check("disable", _txt(files, "disabled-gone") == "yes",
           f"reverse transition {_txt(files, 'disable-seconds') or '?'}s")
     check("unload", _txt(files, "rmmod.rc") == "0" and

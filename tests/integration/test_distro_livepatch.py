@@ -134,7 +134,8 @@ def test_fix_verified_in_debians_kernel(prepared: PreparedTree, fix: str, tmp_pa
     assert status is Status.PASS, summary
     k = prepared.kernel
     mods = module_closure(k.modules, WORKLOAD_MODULES, tmp_path / "ko")
-    spec = VerifySpec(name=d.name, stress_seconds=10, setup_cmd=ZRAM_SETUP)
+    spec = VerifySpec(name=d.name, stress_seconds=10, setup_cmd=ZRAM_SETUP,
+                      memcg_mb=64)
     res = verify(Path(d.module), k.vmlinuz, spec, cache=tmp_path / "guest",
                  log=tmp_path / "console.log", extra_modules=tuple(mods), mem_mb=1024)
     assert res.status is Status.PASS, res.summary
