@@ -37,7 +37,7 @@ from patchflow.distro.prepare import PreparedTree, make_argv
 from patchflow.distro.stage import ensure
 from patchflow.errors import PatchflowError
 from patchflow.livepatch.generate import BuiltTree, generate, module_name
-from patchflow.livepatch.results import LivepatchBuildDetails
+from patchflow.livepatch.results import LivepatchBuildDetails, LivepatchVerifyDetails
 from patchflow.result import Status
 from patchflow.runner import run
 
@@ -71,11 +71,11 @@ def run_fix(tree: BuiltTree, patch: Path, verify_in: Path | None = None) -> FixR
         tables = built.carried_tables if built else ()
         if verify_in is None or built is None:
             return FixResult(patch.stem, "built", took, funcs, "", tables)
-        return _verified(tree, Path(built.module), patch.stem, took, funcs, verify_in, tables)
+        return _verified(tree, built, patch.stem, took, verify_in)
 
 
-def _verified(tree: BuiltTree, ko: Path, fix: str, took: float, funcs: tuple[str, ...],
-              cache: Path, tables: tuple[str, ...]) -> FixResult:
+def _verified(tree: BuiltTree, built: LivepatchBuildDetails, fix: str, took: float,
+              cache: Path) -> FixResult:
     """Load the module into the distribution's own kernel under QEMU (the verify stage's code)."""
     from patchflow.distro.guest import WORKLOAD_MODULES, module_closure
     from patchflow.livepatch.bundle import modinfo
@@ -83,16 +83,20 @@ def _verified(tree: BuiltTree, ko: Path, fix: str, took: float, funcs: tuple[str
 
     assert tree.distro is not None
     k = tree.distro.kernel
+    ko = Path(built.module)
     mods = module_closure(k.modules, WORKLOAD_MODULES, cache / "ko")
     spec = VerifySpec(name=modinfo(ko.read_bytes())["name"], stress_seconds=10,
-                      setup_cmd=ZRAM_SETUP,
-                      memcg_mb=64)
+                      setup_cmd=ZRAM_SETUP, memcg_mb=64,
+                      probes=tuple(f.new_symbol for f in built.functions))
     t0 = time.monotonic()
     res = verify(ko, k.vmlinuz, spec, cache=cache, log=cache / "logs" / f"{fix}.log",
                  extra_modules=tuple(mods), mem_mb=1024)
     status = "verified" if res.status is Status.PASS else "verify-failed"
-    return FixResult(fix, status, took, funcs,
-                     f"guest {time.monotonic() - t0:.0f} s: {res.summary}", tables)
+    v = res.detail(LivepatchVerifyDetails)
+    ran = next((c.detail for c in v.checks if c.check == "executed"), "") if v else ""
+    return FixResult(fix, status, took, tuple(f.name for f in built.functions),
+                     f"guest {time.monotonic() - t0:.0f} s: {res.summary}; {ran}",
+                     built.carried_tables)
 
 
 def estimate_full_build(tree: PreparedTree, n: int) -> dict[str, float]:

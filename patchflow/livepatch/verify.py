@@ -53,6 +53,8 @@ class VerifySpec:
     setup_cmd: str = ""
     #: > 0: the stress run goes into a memory cgroup of this limit (and must reclaim)
     memcg_mb: int = 0
+    #: replacement functions to count calls of with kprobes (``__klp_new__foo``)
+    probes: tuple[str, ...] = ()
 
 
 def snippet(spec: VerifySpec) -> str:
@@ -64,7 +66,8 @@ def snippet(spec: VerifySpec) -> str:
         stress = MEMCG_STRESS.format(bytes=2 * spec.memcg_mb, seconds=spec.stress_seconds)
         setup = " && ".join(filter(None, (setup, MEMCG_SETUP.format(mb=spec.memcg_mb))))
     return render("verify.sh.j2", name=spec.name, module=GUEST_MODULE, effect_cmd=spec.effect_cmd,
-                  timeout=spec.timeout, stress_cmd=stress, setup_cmd=setup)
+                  timeout=spec.timeout, stress_cmd=stress, setup_cmd=setup,
+                  probes=list(spec.probes))
 
 
 def taint_letters(value: int) -> str:
@@ -83,6 +86,21 @@ def tlb_shootdowns(interrupts: str) -> int | None:
         if parts and parts[0] == "TLB:":
             return sum(int(p) for p in parts[1:] if p.isdigit())
     return None
+
+
+def kprobe_hits(text: str, probes: tuple[str, ...]) -> dict[str, int]:
+    """Calls of each probed function from ``kprobe_profile`` (events lp1, lp2... in order).
+
+    #   lp1                                                    1234               0
+    """
+    hits: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith("lp") and parts[0][2:].isdigit():
+            i = int(parts[0][2:]) - 1
+            if 0 <= i < len(probes) and parts[1].isdigit():
+                hits[probes[i]] = int(parts[1])
+    return hits
 
 
 def vmstat(text: str) -> dict[str, int]:
@@ -135,6 +153,13 @@ def judge(spec: VerifySpec, boot: StageResult, files: dict[str, bytes]) -> Stage
         check("reclaim", _txt(files, "setup.rc") == "0" and out[1] > out[0],
               f"pswpout {out[0]} -> {out[1]} in a {spec.memcg_mb} MiB memory cgroup (zram swap "
               f"and cgroup set up: {'yes' if _txt(files, 'setup.rc') == '0' else 'no'})")
+    if spec.probes:
+        # informational where a workload cannot reach the code (prctl_set_auxv); the check
+        # fails only if the probes could not be placed on the module's functions
+        hits = kprobe_hits(_txt(files, "kprobe-profile"), spec.probes)
+        check("executed", len(hits) == len(spec.probes),
+              "; ".join(f"{p.removeprefix('__klp_new__')}: {hits[p]} calls" if p in hits
+                        else f"{p}: no probe" for p in spec.probes))
     check("disable", _txt(files, "disabled-gone") == "yes",
           f"reverse transition {_txt(files, 'disable-seconds') or '?'}s")
     check("unload", _txt(files, "rmmod.rc") == "0" and

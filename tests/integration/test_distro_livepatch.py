@@ -134,12 +134,12 @@ def test_fix_verified_in_debians_kernel(prepared: PreparedTree, fix: str, tmp_pa
     assert status is Status.PASS, summary
     k = prepared.kernel
     mods = module_closure(k.modules, WORKLOAD_MODULES, tmp_path / "ko")
-    spec = VerifySpec(name=d.name, stress_seconds=10, setup_cmd=ZRAM_SETUP,
-                      memcg_mb=64)
+    spec = VerifySpec(name=d.name, stress_seconds=10, setup_cmd=ZRAM_SETUP, memcg_mb=64,
+                      probes=tuple(f.new_symbol for f in d.functions))
     res = verify(Path(d.module), k.vmlinuz, spec, cache=tmp_path / "guest",
                  log=tmp_path / "console.log", extra_modules=tuple(mods), mem_mb=1024)
     assert res.status is Status.PASS, res.summary
     v = res.detail(LivepatchVerifyDetails)
     assert v is not None and v.enabled
-    assert {"transition", "stress", "reclaim", "disable", "unload", "taint"} <= {
+    assert {"transition", "stress", "reclaim", "executed", "disable", "unload", "taint"} <= {
         c.check for c in v.checks}
