@@ -39,7 +39,7 @@ from patchflow import __version__, typed
 from patchflow.bench.ab import sample_rows
 from patchflow.config import SeriesConfig, TargetConfig, WorkspaceConfig
 from patchflow.context import StageContext, append_line
-from patchflow.distro.stage import DISTRO_SKIP
+from patchflow.distro.stage import DISTRO_SKIP, FULL_BUILD_STAGES
 from patchflow.errors import NotFound, PatchflowError, ToolNotFound
 from patchflow.gate.records import (
     Entry,
@@ -362,9 +362,11 @@ def _cell(ctx: GateContext, stage: Stage, target: str | None, by_name: Mapping[s
             return GateEntry(row_result(row), h, True, int(row["id"]),
                              "would reuse" if ctx.dry_run else "")
     if ctx.dry_run:
+        skipped = (target is not None and ctx.target(target).distro is not None
+                   and stage.name in FULL_BUILD_STAGES)
         res = StageResult(stage=stage.name, status=Status.SKIP, target=target,
-                          summary=f"dry run: would run {stage.name}")
-        return GateEntry(res, h, False, None, "would run")
+                          summary=DISTRO_SKIP if skipped else f"dry run: would run {stage.name}")
+        return GateEntry(res, h, False, None, "would skip" if skipped else "would run")
     res = _run_one(stage, ctx, target)
     rid = ctx.state.record(res, run_id=ctx.run_id, series=ctx.series.name,
                            revision=ctx.revision, input_hash=h, samples=sample_rows(res))
@@ -467,6 +469,14 @@ def _missing(ws: Workspace, state: State, series: SeriesConfig, targets: Sequenc
     if not state.versions(series.name):
         out.append(f"series {series.name} was never fetched (check-newer fetches it)")
     for t in targets:
+        distro = ws.config.target(t).distro
+        if distro is not None:
+            stamp = ws.cache / "distro" / distro.provider / distro.release / "build" / \
+                ".patchflow-prepared"
+            if not stamp.is_file():
+                out.append(f"{t}: distribution kernel not fetched and prepared "
+                           "(livepatch-build does it, or `patchflow distro prepare`)")
+            continue
         try:
             open_tree(ws, t)
         except NotFound:

@@ -318,3 +318,18 @@ def test_gate_skips_full_build_on_a_distro_target(tmp_path: Path) -> None:
             res = by_name[name].run(ctx)
             assert res.status is Status.SKIP and res.summary == DISTRO_SKIP
     assert "does not build the whole distro kernel" in DISTRO_SKIP
+
+
+def test_gate_dry_run_plans_only_the_live_patch_stages(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATCHFLOW_CACHE", str(tmp_path / "cache"))
+    res = CliRunner().invoke(cli, ["gate", "batch-tlb-flush", "-t", "debian12-cloud-6.1",
+                                   "--dry-run"])
+    assert "Traceback" not in res.output, res.output
+    rows = {ln.split()[1]: ln for ln in res.output.splitlines()
+            if ln.startswith("debian12-cloud-6.1 ")}
+    for stage in ("build-base", "build-patched", "boot", "bench"):
+        assert "skipped: distribution kernel" in rows[stage], rows[stage]
+    for stage in ("backport", "livepatch-build", "livepatch-verify"):
+        assert "would run" in rows[stage]
+    assert "debian12-cloud-6.1: distribution kernel not fetched and prepared" in res.output
