@@ -78,7 +78,21 @@ class CompiledPair:
 
 
 def _marker(tree: PreparedTree) -> Path:
-    return tree.build.parent / BACKUP / "swap.json"
+    # next to the source tree, which several build dirs (releases, tests) may share
+    return tree.source.parent / f".{tree.source.name}{BACKUP}" / "swap.json"
+
+
+@contextmanager
+def source_lock(tree: PreparedTree) -> Iterator[None]:
+    """One user of a source tree at a time: the swap changes files in it."""
+    import fcntl
+
+    with open(tree.source.parent / f".{tree.source.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def restore(tree: PreparedTree) -> list[str]:
@@ -157,10 +171,11 @@ def compile_pair(tree: PreparedTree, patched: Path, files: list[str], dest: Path
     objs = sorted(by_obj)
     if not objs:
         return []
-    restore(tree)
-    before = compile_objects(tree, objs, dest, "before", log=log)
-    with swapped(tree, patched, files):
-        after = compile_objects(tree, objs, dest, "after", log=log)
+    with source_lock(tree):
+        restore(tree)
+        before = compile_objects(tree, objs, dest, "before", log=log)
+        with swapped(tree, patched, files):
+            after = compile_objects(tree, objs, dest, "after", log=log)
     return [CompiledPair(o, before[o], after[o], tuple(by_obj[o])) for o in objs]
 
 

@@ -245,7 +245,7 @@ def test_swap_restores_after_a_crash(tmp_path: Path) -> None:
     assert (tree.source / "a.c").read_text() == "old\n"
     assert (tree.source / "a.c").stat().st_mtime_ns == 10**18
     # a killed run: the marker and the backup stay, the next use puts the original back
-    marker = tree.build.parent / ".patchflow-swap" / "swap.json"
+    marker = tree.source.parent / ".src.patchflow-swap" / "swap.json"
     (marker.parent / "files").mkdir(parents=True)
     (marker.parent / "files" / "a.c").write_text("old\n")
     marker.write_text(json.dumps({"a.c": 10**18}))
