@@ -247,35 +247,92 @@ class DebianSource:
 
 
 @dataclass(frozen=True)
+class DistroKernel:
+    """A distribution's own kernel build, named as ``uname -r`` prints it.
+
+    ``provider`` picks the module of :mod:`patchflow.distro` that finds its
+    packages; ``version`` pins the package version (checked, never guessed
+    from: the provider asks the distribution's registry when it is empty).
+    """
+
+    provider: str
+    release: str
+    version: str = ""
+
+
+@dataclass(frozen=True)
 class TargetConfig:
     name: str
     arch: str
-    git: GitSource
+    #: None for a distribution kernel (``[distro]``), which has no branch of its own
+    git: GitSource | None
     path: Path
     kconfig: tuple[Path, ...]
     base_config: str = "tinyconfig"
-    provider: str = "git"  # "git" or "debian"
+    provider: str = "git"  # "git", "debian" or "distro"
     debian: DebianSource | None = None
     description: str = ""
+    distro: DistroKernel | None = None
+
+    @property
+    def branch(self) -> str:
+        """The target's branch in the shared repository (a distro kernel has none)."""
+        if self.git is None:
+            raise UserError(f"target {self.name} is a distribution kernel "
+                            f"({self.distro.release if self.distro else '?'}): it has no "
+                            "branch; its sources come with its packages")
+        return self.git.branch
 
 
 @dataclass(frozen=True)
 class _TargetFile:
     arch: str
-    git: GitSource
-    kconfig: tuple[str, ...]
+    git: GitSource | None = None
+    kconfig: tuple[str, ...] = ()
     base_config: str = "tinyconfig"
     provider: str = "git"
     debian: DebianSource | None = None
     description: str = ""
+    distro: DistroKernel | None = None
 
 
 ARCHES = ("x86_64",)
-PROVIDERS = ("git", "debian")
+PROVIDERS = ("git", "debian", "distro")
+#: ``uname -r`` of a distribution kernel: ``6.1.0-53-cloud-amd64``, ``6.12.113+deb12-cloud-amd64``
+RELEASE_RE = re.compile(r"^[0-9]+\.[0-9]+(?:\.[0-9]+)?[A-Za-z0-9.+_~-]{0,80}$")
+#: a Debian package version: ``6.1.187-1``, ``6.12.113-1~deb12u1``
+PKG_VERSION_RE = re.compile(r"^[0-9][A-Za-z0-9.+~:-]{0,80}$")
+
+
+def _check_distro(path: Path, raw: _TargetFile) -> None:
+    """A ``[distro]`` target: provider = "distro", a known provider, a valid release."""
+    from patchflow.distro import PROVIDERS as DISTROS
+
+    if raw.provider != "distro" or raw.distro is None:
+        raise ConfigError(path, "distro" if raw.distro is None else "provider",
+                          'provider = "distro" and a [distro] table go together')
+    d = raw.distro
+    if d.provider not in DISTROS:
+        raise ConfigError(path, "distro.provider", f"unknown distribution {d.provider!r} "
+                          f"(known: {', '.join(sorted(DISTROS))})")
+    if not RELEASE_RE.match(d.release):
+        raise ConfigError(path, "distro.release", f"not a kernel release as `uname -r` prints "
+                          f"it: {d.release!r}")
+    if d.version and not PKG_VERSION_RE.match(d.version):
+        raise ConfigError(path, "distro.version", f"not a package version: {d.version!r}")
+    for key in ("git", "debian"):
+        if getattr(raw, key) is not None:
+            raise ConfigError(path, key, "a distribution kernel's sources come with its "
+                              "packages: remove this table")
 
 
 def load_target(path: Path) -> TargetConfig:
     raw = _load(_TargetFile, _read_toml(path), path)
+    if raw.provider == "distro" or raw.distro is not None:
+        _check_distro(path, raw)
+    elif raw.git is None:
+        raise ConfigError(path, "git", "missing table (every target but a distribution "
+                                       "kernel names its git remote and branch)")
     if raw.arch not in ARCHES:
         raise ConfigError(path, "arch", f"unsupported arch {raw.arch!r} (supported: {', '.join(ARCHES)})")
     if raw.provider not in PROVIDERS:
@@ -287,8 +344,9 @@ def load_target(path: Path) -> TargetConfig:
     if raw.debian is not None and not re.match(r"^linux-source-[0-9.]+$", raw.debian.package):
         raise ConfigError(path, "debian.package", f"not a linux-source package: "
                                                   f"{raw.debian.package!r}")
-    _checked(path, "git.remote", raw.git.remote, check_remote)
-    _checked(path, "git.branch", raw.git.branch, check_ref_name)
+    if raw.git is not None:
+        _checked(path, "git.remote", raw.git.remote, check_remote)
+        _checked(path, "git.branch", raw.git.branch, check_ref_name)
     if not _BASE_CONFIG_RE.match(raw.base_config):
         raise ConfigError(path, "base_config", f"not a kernel config target: {raw.base_config!r} "
                                                "(e.g. tinyconfig, defconfig)")
@@ -305,7 +363,7 @@ def load_target(path: Path) -> TargetConfig:
     return TargetConfig(
         name=name, arch=raw.arch, git=raw.git, path=path, kconfig=tuple(frags),
         base_config=raw.base_config, provider=raw.provider, debian=raw.debian,
-        description=raw.description,
+        description=raw.description, distro=raw.distro,
     )
 
 

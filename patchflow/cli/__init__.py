@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("patchflow.cli.demo", "Run the offline demo on the embedded default."),
     "series": ("patchflow.cli.series", "Fetch and track patch series from lore."),
     "tree": ("patchflow.cli.tree", "Prepare and inspect target kernel trees."),
+    "distro": ("patchflow.cli.distro", "Fetch and prepare distribution kernels (Debian)."),
     "backport": ("patchflow.cli.backport", "Apply a series version onto a target branch."),
     "rebase": ("patchflow.cli.rebase", "Re-apply a stored backport after a branch or series moved."),
     "status": ("patchflow.cli.status", "Matrix of series versions x targets."),

@@ -51,7 +51,7 @@ def tree_list(ctx: Ctx, fmt: str) -> None:
 
     rows = []
     for t, kt in list_trees(ctx.ws):
-        rows.append({"target": t.name, "provider": t.provider, "branch": t.git.branch,
+        rows.append({"target": t.name, "provider": t.provider, "branch": t.git.branch if t.git else "",
                      "release": kt.release if kt else "", "head": kt.head if kt else "",
                      "tags": release_tags(kt) if kt else []})
     if fmt == "json":

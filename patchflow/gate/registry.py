@@ -16,6 +16,7 @@ from patchflow.backport import stage as backport
 from patchflow.bench import stage as bench
 from patchflow.boot import stage as boot
 from patchflow.context import StageContext
+from patchflow.distro.stage import distro_aware
 from patchflow.errors import UserError
 from patchflow.kernel import stage as kernel
 from patchflow.livepatch import stage as livepatch
@@ -42,13 +43,15 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("check-newer", lore.check_newer, (), per_target=False,
           description="look for a newer posting of the series", settings=("lore",)),
-    Stage("backport", backport.run, (), description="apply the series onto the target branch"),
-    Stage("build-base", kernel.run_base, (), description="build the unpatched kernel"),
-    Stage("build-patched", kernel.run_patched, ("backport",),
+    Stage("backport", distro_aware("backport", backport.run), (),
+          description="apply the series onto the target branch"),
+    Stage("build-base", distro_aware("build-base", kernel.run_base), (),
+          description="build the unpatched kernel"),
+    Stage("build-patched", distro_aware("build-patched", kernel.run_patched), ("backport",),
           description="build the patched kernel"),
-    Stage("boot", boot.run, ("build-patched",), settings=("bench",),
+    Stage("boot", distro_aware("boot", boot.run), ("build-patched",), settings=("bench",),
           description="boot the patched kernel in QEMU, check the console"),
-    Stage("bench", bench.run, ("build-base", "boot"), settings=("bench",),
+    Stage("bench", distro_aware("bench", bench.run), ("build-base", "boot"), settings=("bench",),
           description="A/B stress-ng reclaim benchmark, base against patched"),
     Stage("livepatch-build", livepatch.run_build, ("backport", "build-base"),
           description="generate and build the livepatch module"),

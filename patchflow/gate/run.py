@@ -39,6 +39,7 @@ from patchflow import __version__, typed
 from patchflow.bench.ab import sample_rows
 from patchflow.config import SeriesConfig, TargetConfig, WorkspaceConfig
 from patchflow.context import StageContext, append_line
+from patchflow.distro.stage import DISTRO_SKIP, FULL_BUILD_STAGES
 from patchflow.errors import NotFound, PatchflowError, ToolNotFound
 from patchflow.gate.records import (
     Entry,
@@ -142,6 +143,9 @@ def branch_head(ctx: GateContext, tc: TargetConfig) -> str:
         pass  # no tree yet: the backport stage will say so with a proper result
     if tc.debian is not None:
         return f"{tc.debian.package}={tc.debian.releases[-1]}"
+    if tc.git is None:
+        assert tc.distro is not None
+        return f"{tc.distro.provider}:{tc.distro.release}={tc.distro.version}"
     return f"{tc.git.remote}#{tc.git.branch}"
 
 
@@ -226,6 +230,8 @@ def _blocked(stage: Stage, target: str | None, ctx: GateContext,
                                        f"(run the {need} stage first)")
         if ctx.dry_run and prev.summary.startswith("dry run:"):
             continue  # planned, not run: show the whole plan
+        if prev.status is Status.SKIP and prev.summary == DISTRO_SKIP:
+            continue  # a distro target has no full build: the live-patch stages run anyway
         if prev.status not in (Status.PASS, Status.WARN):
             return StageResult(stage=stage.name, status=Status.SKIP, target=target,
                                summary=f"skipped: {need} {prev.status.value}")
@@ -356,9 +362,11 @@ def _cell(ctx: GateContext, stage: Stage, target: str | None, by_name: Mapping[s
             return GateEntry(row_result(row), h, True, int(row["id"]),
                              "would reuse" if ctx.dry_run else "")
     if ctx.dry_run:
+        skipped = (target is not None and ctx.target(target).distro is not None
+                   and stage.name in FULL_BUILD_STAGES)
         res = StageResult(stage=stage.name, status=Status.SKIP, target=target,
-                          summary=f"dry run: would run {stage.name}")
-        return GateEntry(res, h, False, None, "would run")
+                          summary=DISTRO_SKIP if skipped else f"dry run: would run {stage.name}")
+        return GateEntry(res, h, False, None, "would skip" if skipped else "would run")
     res = _run_one(stage, ctx, target)
     rid = ctx.state.record(res, run_id=ctx.run_id, series=ctx.series.name,
                            revision=ctx.revision, input_hash=h, samples=sample_rows(res))
@@ -464,6 +472,14 @@ def _missing(ws: Workspace, state: State, series: SeriesConfig, targets: Sequenc
     if not state.versions(series.name):
         out.append(f"series {series.name} was never fetched (check-newer fetches it)")
     for t in targets:
+        distro = ws.config.target(t).distro
+        if distro is not None:
+            stamp = ws.cache / "distro" / distro.provider / distro.release / "build" / \
+                ".patchflow-prepared"
+            if not stamp.is_file():
+                out.append(f"{t}: distribution kernel not fetched and prepared "
+                           "(livepatch-build does it, or `patchflow distro prepare`)")
+            continue
         try:
             open_tree(ws, t)
         except NotFound:

@@ -133,6 +133,26 @@ def symbols_of(obj: ElfObject) -> dict[str, SymbolInfo]:
     return out
 
 
+#: gcc's out-of-line cold part of a function: ``enqueue_task_dl.cold``
+COLD = re.compile(r"^(.+)\.cold(?:\.\d+)?$")
+
+
+def _fold_cold(d: ObjectDiff) -> None:
+    """A changed or new cold part is its parent's change: the parent is what gets replaced.
+
+    The cold part has no ftrace entry of its own and is reached only from its
+    parent, which the extractor carries it with (tests/unit/test_livepatch_diff.py::
+    test_cold_part_folds_into_parent).
+    """
+    changed = set(d.changed_functions)
+    for name in d.changed_functions + d.new_functions:
+        m = COLD.match(name)
+        if m and m.group(1) in d.after and m.group(1) in d.before:
+            changed.add(m.group(1))
+    d.changed_functions = [n for n in changed if not COLD.match(n)]
+    d.new_functions = [n for n in d.new_functions if not COLD.match(n)]
+
+
 def compare(before: ElfObject, after: ElfObject) -> ObjectDiff:
     """Compare two compilations of the same translation unit, symbol by symbol."""
     b, a = symbols_of(before), symbols_of(after)
@@ -149,6 +169,7 @@ def compare(before: ElfObject, after: ElfObject) -> ObjectDiff:
         elif old.fingerprint != info.fingerprint:
             d.changed_data.append(name)
     d.removed_functions = [n for n, i in b.items() if i.kind == "func" and n not in a]
+    _fold_cold(d)
     for lst in (d.changed_functions, d.new_functions, d.removed_functions, d.changed_data,
                 d.new_data):
         lst.sort()

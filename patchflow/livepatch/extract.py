@@ -20,6 +20,7 @@ to let those undefined references through) the way klp-convert does: each
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from patchflow.errors import UserError
@@ -56,17 +57,173 @@ NEW_PREFIX = "__klp_new__"
 #: sections whose entries for copied functions can simply be left out
 DROP_SECTIONS = re.compile(
     r"^(?:__mcount_loc|__patchable_function_entries|\.discard\..*|\.note\..*|\.comment|"
-    r"\.eh_frame|\.debug_.*|\.BTF.*|\.orc_unwind.*|\.return_sites|\.call_sites|"
-    r"\.retpoline_sites|\.ibt_endbr_seal|\.initcall.*|\.init\..*|\.exit\..*|__ksymtab.*|"
+    r"\.eh_frame|\.debug_.*|\.BTF.*|"
+    r"\.ibt_endbr_seal|\.cfi_sites|\.initcall.*|\.init\..*|\.exit\..*|_*__ksymtab.*|"
     # lock-prefix locations, only used to patch LOCK out on a uniprocessor boot
     r"\.smp_locks|"
     r"\.modinfo|\.export_symbol)$")
-#: tables whose entries for copied functions are copied too (entry size; 0 = one text reloc per entry)
-TABLES: dict[str, int] = {"__ex_table": 12, "__bug_table": 0}
+COLD = re.compile(r"^.+\.cold(?:\.\d+)?$")
 
 
 class ExtractionError(UserError):
     """The patched functions reference something a live patch cannot carry."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A special section of fixed-size entries whose first field points at a code site.
+
+    ``size`` 0 derives the entry size from ``relocs`` relocations per entry (the
+    x86 ``struct alt_instr`` grew from 12 to 14 bytes in 6.3).  The module loader
+    processes each of these for a module (kernel/module/main.c, arch/x86/kernel/
+    module.c: module_finalize), after it applied the vmlinux klp relocations
+    (since 5.8), so entries may name vmlinux keys and thunks through klp symbols.
+    """
+
+    construct: str
+    size: int = 0
+    relocs: int = 1
+    #: a parallel array without relocations, sliced with the same entries (ORC)
+    companion: str = ""
+    companion_size: int = 0
+
+
+#: what each carried table is; everything else with entries for patched code is refused
+TABLES: dict[str, TableSpec] = {
+    "__ex_table": TableSpec("exception table entry", 12),
+    "__bug_table": TableSpec("BUG/WARN entry"),
+    "__jump_table": TableSpec("static key / tracepoint jump label", 16),
+    ".altinstructions": TableSpec("alternative instruction", 0, relocs=2),
+    ".static_call_sites": TableSpec("static call site", 8),
+    ".parainstructions": TableSpec("paravirt patch site", 16),
+    ".retpoline_sites": TableSpec("retpoline site", 4),
+    ".return_sites": TableSpec("return thunk site", 4),
+    ".call_sites": TableSpec("call depth tracking site", 4),
+    ".orc_unwind_ip": TableSpec("ORC unwind entry", 4, companion=".orc_unwind",
+                                companion_size=6),
+}
+R_X86_64_64 = 1
+#: data sections a module carries its own copy of, as any module does (dynamic debug)
+OWN_DATA = ("__dyndbg", "__dyndbg_classes")
+#: sections of constructs named in a refusal: 6.12's runtime constants (behind access_ok)
+CONSTRUCTS = {"runtime_ptr_": "runtime constant (runtime_const_ptr)",
+              "runtime_shift_": "runtime constant (runtime_const_shift_right)"}
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    rela: int  # the SHT_RELA section of the table (-1 for a companion)
+    size: int
+    keep: tuple[int, ...]  # entry indices to carry
+
+
+def _into_text(obj: ElfObject, include: dict[int, None], r: Rela) -> bool:
+    shndx = obj.symbols[r.sym].shndx
+    return shndx in include and bool(obj.sections[shndx].flags & SHF_EXECINSTR)
+
+
+def _function_pointer(obj: ElfObject, r: Rela) -> bool:
+    """True for a pointer to the entry of a function (``.open = foo``), not into its body.
+
+    Data that merely points at a patched function (an ops struct, a sched_class in
+    ``__dl_sched_class``) stays in vmlinux and keeps calling the old function, whose
+    entry livepatch redirects; a table entry pointing into a body is a site and
+    must be carried or refused (tests/unit/test_livepatch_extract.py::test_jump_table_entries_are_carried_and_ops_structs_skipped).
+    """
+    if r.type != R_X86_64_64:
+        return False
+    sym = obj.symbols[r.sym]
+    off = sym.value + r.addend
+    return any(s.shndx == sym.shndx and s.type == STT_FUNC and s.value == off
+               for s in obj.symbols)
+
+
+def site_function(obj: ElfObject, r: Rela) -> str:
+    """The function a table entry's site points into (for a refusal message)."""
+    sym = obj.symbols[r.sym]
+    off = sym.value + r.addend if sym.type == STT_SECTION else sym.value
+    for s in obj.symbols:
+        if s.shndx == sym.shndx and s.type == STT_FUNC and s.value <= off < s.value + max(s.size, 1):
+            return s.name
+    return sym.name or obj.sections[sym.shndx].name
+
+
+def _construct(name: str) -> str:
+    for prefix, what in CONSTRUCTS.items():
+        if name.startswith(prefix):
+            return f"{what} {name[len(prefix):]}"
+    return f"entries in {name}"
+
+
+def _entry_size(obj: ElfObject, shndx: int, spec: TableSpec, relas: list[Rela],
+                tu_file: str) -> int:
+    sec = obj.sections[shndx]
+    if sec.name == "__bug_table":
+        # one code reference per entry; the file name pointer is not code
+        n = sum(1 for r in relas if obj.sections[obj.symbols[r.sym].shndx].flags & SHF_EXECINSTR
+                and obj.symbols[r.sym].shndx != SHN_UNDEF)
+        size = len(sec.data) // max(n, 1)
+    else:
+        size = spec.size or (len(sec.data) * spec.relocs // max(len(relas), 1))
+    sites = {r.offset for r in relas if r.offset % max(size, 1) == 0}
+    if not size or len(sec.data) % size or len(sites) != len(sec.data) // size:
+        raise ExtractionError(f"{tu_file}: {sec.name}: cannot read its entries "
+                              f"({len(sec.data)} bytes, {len(relas)} relocations)")
+    return size
+
+
+def table_plans(obj: ElfObject, include: dict[int, None], tu_file: str) -> dict[int, TablePlan]:
+    """Every table with entries for included text: which entries to carry.
+
+    Refuses, naming the function and the construct, any other section (not
+    debug info, not a referrer in data) that points into the included code.
+    """
+    plans: dict[int, TablePlan] = {}
+    for ri, rsec in enumerate(obj.sections):
+        if rsec.type != SHT_RELA or rsec.info == 0 or rsec.info in include:
+            continue
+        target = obj.sections[rsec.info]
+        if target.flags & SHF_EXECINSTR or not target.flags & SHF_ALLOC:
+            continue  # callers that stay in vmlinux, and debug info
+        relas = obj.relas(ri)
+        hits = [r for r in relas if _into_text(obj, include, r)]
+        if not hits or DROP_SECTIONS.match(target.name):
+            continue
+        spec = TABLES.get(target.name)
+        if spec is None and all(_function_pointer(obj, r) for r in hits):
+            continue  # an ops struct, a sched_class: it keeps calling the redirected old one
+        if spec is None:
+            raise ExtractionError(f"{tu_file}: {site_function(obj, hits[0])}: "
+                                  f"{_construct(target.name)}: the native generator cannot "
+                                  "carry it")
+        size = _entry_size(obj, rsec.info, spec, relas, tu_file)
+        keep = tuple(sorted({r.offset // size for r in relas
+                             if r.offset % size == 0 and _into_text(obj, include, r)}))
+        plans[rsec.info] = TablePlan(ri, size, keep)
+        if spec.companion:
+            comp = obj.section_index(spec.companion)
+            plans[comp] = TablePlan(-1, spec.companion_size, keep)
+    return plans
+
+
+Decide = Callable[[int, int, int], tuple[int, int]]
+
+
+def slice_table(obj: ElfObject, shndx: int, plan: TablePlan,
+                decide: Decide) -> tuple[bytes, list[tuple[int, int, int, int]]]:
+    """The carried entries of one table and their relocations (targets decided anew)."""
+    data = obj.sections[shndx].data
+    out = b"".join(data[e * plan.size:(e + 1) * plan.size] for e in plan.keep)
+    rows: list[tuple[int, int, int, int]] = []
+    if plan.rela < 0:
+        return out, rows
+    where = {e: n for n, e in enumerate(plan.keep)}
+    for r in sorted(obj.relas(plan.rela), key=lambda r: r.offset):
+        n = where.get(r.offset // plan.size)
+        if n is not None:
+            j, a = decide(r.sym, r.type, r.addend)
+            rows.append((n * plan.size + r.offset % plan.size, j, r.type, a))
+    return out, rows
 
 
 def new_symbol(name: str) -> str:
@@ -81,7 +238,8 @@ class Extracted:
     copied: list[str] = field(default_factory=list)
     klp_refs: list[str] = field(default_factory=list)
     plain_refs: list[str] = field(default_factory=list)
-    dropped_tables: list[str] = field(default_factory=list)
+    #: special sections whose entries for the carried code are carried too
+    carried_tables: list[str] = field(default_factory=list)
 
 
 #: a relocation row of the extracted object: (offset, symbol index in *after*, type, addend)
@@ -93,13 +251,13 @@ def extract(after: ElfObject, *, changed: list[str], new: list[str], new_data: l
     """Build the object that carries *changed* and *new* functions of *after* (the patched TU).
 
     The steps, each a method of :class:`Extraction`: close over what the
-    functions reach (:meth:`Extraction.collect`), carry the special tables'
-    entries for the copied text (:meth:`Extraction.carry_tables`), then write
-    the new object (:meth:`Extraction.assemble`).
+    functions reach and carry the special tables' entries for the copied text
+    until neither grows (:meth:`Extraction.carry_tables`, which calls
+    :meth:`Extraction.collect`), then write the new object
+    (:meth:`Extraction.assemble`).
     """
     x = Extraction(after, changed=changed, new=new, new_data=new_data, tu_file=tu_file, vm=vm,
                    exported=exported)
-    x.collect()
     x.carry_tables()
     return x.assemble()
 
@@ -126,8 +284,7 @@ class Extraction:
         #: relocations of every copied section, and the sections already relocated
         self.relas_out: dict[int, list[Row]] = {}
         self.done: set[int] = set()
-        #: special table section -> its relocation section; their filtered copies
-        self.tables: dict[int, int] = {}
+        #: special table sections and the copies of their carried entries
         self.table_sections: dict[int, tuple[bytes, list[Row]]] = {}
         self.res = Extracted(obj=ElfObject([], []))
 
@@ -193,7 +350,11 @@ class Extraction:
             self._decide_function(i)
             return i, addend
         sec = self.after.sections[s.shndx]
-        if s.name in self.new_data or (not (sec.flags & SHF_WRITE) and not self.vm.has(s.name)):
+        if sec.name in OWN_DATA:
+            # pr_debug descriptors: the module registers its own copies (with their static
+            # keys, which the carried jump labels point at); vmlinux's have other line numbers
+            self.include[s.shndx] = None
+        elif s.name in self.new_data or (not (sec.flags & SHF_WRITE) and not self.vm.has(s.name)):
             self.include[s.shndx] = None  # new data, or a constant table vmlinux folded away
         else:
             self._refer(i)
@@ -215,6 +376,12 @@ class Extraction:
     def _decide_function(self, i: int) -> None:
         s = self.after.symbols[i]
         if s.name in self.changed or s.name in self.new or i in self.included_funcs:
+            self.include[s.shndx] = None
+            return
+        if COLD.match(s.name):
+            # gcc's cold part of a function jumps back into its parent's body: it must
+            # be the new parent's, never vmlinux's old copy
+            self.work.append(i)
             self.include[s.shndx] = None
             return
         k = self.vm.find(s.name, file=self.tu_file, local=s.bind == STB_LOCAL, size=None)
@@ -255,59 +422,22 @@ class Extraction:
 
     # ---- step 2: special tables with entries for the copied text ---------------------
 
-    def _is_copied_text(self, sym: int) -> bool:
-        shndx = self.after.symbols[sym].shndx
-        return shndx in self.include and bool(self.after.sections[shndx].flags & SHF_EXECINSTR)
-
-    def find_tables(self) -> None:
-        """The special sections that have entries for the copied text: carried, dropped or refused."""
-        after = self.after
-        for ri, rsec in enumerate(after.sections):
-            if rsec.type != SHT_RELA or rsec.info in self.include or rsec.info == 0:
-                continue
-            target = after.sections[rsec.info]
-            if target.flags & SHF_EXECINSTR or not target.flags & SHF_ALLOC:
-                continue  # callers that stay in vmlinux, and debug info
-            if not any(self._is_copied_text(r.sym) for r in after.relas(ri)):
-                continue
-            if DROP_SECTIONS.match(target.name):
-                continue
-            if target.name not in TABLES:
-                raise ExtractionError(
-                    f"{self.tu_file}: {target.name} has entries for the patched code; "
-                    "the native generator cannot carry them")
-            self.tables[rsec.info] = ri
-
-    def _entry_size(self, sec: Section, rel: list[Rela]) -> int:
-        text_rel = [r for r in rel
-                    if self.after.sections[self.after.symbols[r.sym].shndx].flags & SHF_EXECINSTR
-                    and self.after.symbols[r.sym].shndx != SHN_UNDEF]
-        if sec.name == "__bug_table":
-            return len(sec.data) // max(len(text_rel), 1)
-        return TABLES[sec.name] or (len(sec.data) // max(len({r.offset for r in text_rel}), 1))
-
-    def _copy_table(self, shndx: int, ri: int) -> None:
-        sec = self.after.sections[shndx]
-        rel = sorted(self.after.relas(ri), key=lambda r: r.offset)
-        size = self._entry_size(sec, rel)
-        keep = sorted({r.offset // size for r in rel if self._is_copied_text(r.sym)})
-        data = b"".join(sec.data[e * size:(e + 1) * size] for e in keep)
-        rows = []
-        for r in rel:
-            e = r.offset // size
-            if e in keep:
-                j, a = self.decide(r.sym, r.type, r.addend)
-                rows.append((keep.index(e) * size + r.offset % size, j, r.type, a))
-        self.table_sections[shndx] = (data, rows)
-
     def carry_tables(self) -> None:
-        """Copy the entries of the carried tables, then relocate what they pulled in."""
-        self.find_tables()
-        for shndx, ri in self.tables.items():
-            self._copy_table(shndx, ri)
-        # decide() may pull in more constants (the file name strings of __bug_table)
-        for shndx in [i for i in self.include if i not in self.done]:
-            self._relocate(shndx)
+        """Carry the entries of every table that points into the copied text (or refuse).
+
+        A carried entry may pull in more (the file name strings of ``__bug_table``,
+        a jump label's key, a cold part), which may bring more entries: repeat until
+        the entries carried no longer change.
+        """
+        seen: dict[int, tuple[int, ...]] = {}
+        while True:
+            self.collect()
+            plans = table_plans(self.after, self.include, self.tu_file)
+            if {k: p.keep for k, p in plans.items()} == seen:
+                return
+            seen = {k: p.keep for k, p in plans.items()}
+            for shndx, plan in plans.items():
+                self.table_sections[shndx] = slice_table(self.after, shndx, plan, self.decide)
 
     # ---- step 3: write the new object ------------------------------------------------
 
@@ -330,7 +460,7 @@ class Extraction:
                             flags=self.after.flags, ident=self.after.ident)
         res.klp_refs = sorted(set(res.klp_refs))
         res.plain_refs = sorted(set(res.plain_refs))
-        res.dropped_tables = sorted(self.after.sections[i].name for i in self.tables)
+        res.carried_tables = sorted(self.after.sections[i].name for i in self.table_sections)
         missing = [n for n in self.changed if n not in res.replaced]
         if missing:
             raise ExtractionError(f"{self.tu_file}: could not extract {', '.join(missing)}")
@@ -410,6 +540,39 @@ class Extraction:
                                ElfObject.pack_relas(relas), link=0, info=ni, addralign=8,
                                entsize=24))
         return out
+
+
+ENDBR64 = bytes.fromhex("f30f1efa")
+R_X86_64_32 = 10
+
+
+def annotate_noendbr(obj: ElfObject, names: list[str]) -> list[str]:
+    """Mark replacement functions that start without ENDBR as reached by ``jmp``, not by call.
+
+    With ``CONFIG_X86_KERNEL_IBT`` objtool checks the linked module and reports
+    ``data relocation to !ENDBR: __klp_new__<fn>+0x0`` for ``klp_func.new_func``:
+    gcc emits no ENDBR at a static function whose address it never saw taken.
+    livepatch never calls new_func indirectly (the ftrace handler changes the
+    saved ip and the trampoline *returns* to it), which is what the kernel's
+    ``ANNOTATE_NOENDBR`` (``.discard.noendbr``, one ``.long`` per site) says.
+    Returns the functions annotated.
+    """
+    marked: list[tuple[int, int]] = []
+    for i, s in enumerate(obj.symbols):
+        if s.name in names and s.type == STT_FUNC and s.shndx not in (SHN_UNDEF, SHN_ABS):
+            code = obj.sections[s.shndx].data[s.value:s.value + 4]
+            if code != ENDBR64:
+                marked.append((i, s.value))
+    if not marked:
+        return []
+    sec_i = len(obj.sections)
+    obj.sections.append(Section(".discard.noendbr", SHT_PROGBITS, SHF_ALLOC,
+                                b"\0" * (4 * len(marked)), addralign=4))
+    relas = [Rela(4 * n, i, R_X86_64_32, 0) for n, (i, _v) in enumerate(marked)]
+    obj.sections.append(Section(".rela.discard.noendbr", SHT_RELA, SHF_INFO_LINK,
+                                ElfObject.pack_relas(relas), link=obj.symtab_index, info=sec_i,
+                                addralign=8, entsize=24))
+    return [obj.symbols[i].name for i, _v in marked]
 
 
 def klp_convert(ko: ElfObject, objname: str = "vmlinux") -> list[str]:

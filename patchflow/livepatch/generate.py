@@ -26,18 +26,21 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from patchflow import templates
 from patchflow.errors import NotFound, UserError
 from patchflow.livepatch.diff import ObjectDiff, compare
 from patchflow.livepatch.elf import ElfObject
-from patchflow.livepatch.extract import Extracted, extract, klp_convert
+from patchflow.livepatch.extract import Extracted, annotate_noendbr, extract, klp_convert
 from patchflow.livepatch.kallsyms import VmlinuxSymbols, read_symvers
 from patchflow.livepatch.results import AnalysisRecord, LivepatchBuildDetails, ReplacedFunction
 from patchflow.livepatch.safety import SafetyFinding, analyze_diff, analyze_objects
 from patchflow.result import StageResult, Status, measure
 from patchflow.runner import run
+
+if TYPE_CHECKING:
+    from patchflow.distro.prepare import PreparedTree
 
 EXTRA_CFLAGS = ["-ffunction-sections", "-fdata-sections"]
 OBJECT = "klp_patched.o"
@@ -56,6 +59,9 @@ class BuiltTree:
     source: Path
     build: Path
     vmlinux_path: Path | None = None
+    #: a distribution kernel prepared without a full build (:mod:`patchflow.distro`):
+    #: objects are compiled through its kbuild and proved against its vmlinux
+    distro: PreparedTree | None = None
 
     @property
     def vmlinux(self) -> Path:
@@ -66,8 +72,21 @@ class BuiltTree:
         return self.build / "Module.symvers"
 
     def release(self) -> str:
+        if self.distro is not None:
+            return self.distro.kernel.release
         p = self.build / "include" / "config" / "kernel.release"
         return p.read_text().strip() if p.is_file() else ""
+
+    def config_enabled(self, option: str) -> bool:
+        cfg = self.build / ".config"
+        return cfg.is_file() and f"\n{option}=y\n" in "\n" + cfg.read_text(errors="replace")
+
+    @property
+    def make_args(self) -> list[str]:
+        """What every make in this tree needs (a distribution kernel's compiler and release)."""
+        if self.distro is None:
+            return []
+        return [f"CC={self.distro.cc}", f"KERNELRELEASE={self.distro.kernel.release}"]
 
 
 @dataclass
@@ -174,6 +193,15 @@ def compile_argv(base: list[str], *, source: Path, overlay: Path | None, src_fil
     return [*argv, *EXTRA_CFLAGS, "-o", str(out), str(src_file)]
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One translation unit compiled before and after the patch."""
+
+    tu: str  # the .c file kbuild compiles (the includer of an #included .c)
+    before: Path
+    after: Path
+
+
 def analyze(patch_text: str, tree: BuiltTree, workdir: Path, *, log: Path | None = None) -> Analysis:
     """Compile each changed .c before and after; diff per function; collect findings."""
     overlay = workdir / "after"
@@ -182,6 +210,21 @@ def analyze(patch_text: str, tree: BuiltTree, workdir: Path, *, log: Path | None
     files = overlay_tree(patch_text, tree.source, overlay)
     an = Analysis(files=files)
     an.findings.extend(analyze_diff(patch_text, tree.source))
+    units = (_distro_units(tree, files, overlay, workdir, log) if tree.distro is not None
+             else _overlay_units(tree, files, overlay, workdir, log))
+    for u in units:
+        b, a = ElfObject.read(u.before), ElfObject.read(u.after)
+        d = compare(b, a)
+        an.diffs[u.tu] = d
+        an.objects[u.tu] = (u.before, u.after)
+        an.findings.extend(analyze_objects(u.tu, b, a, d))
+    return an
+
+
+def _overlay_units(tree: BuiltTree, files: list[str], overlay: Path, workdir: Path,
+                   log: Path | None) -> list[Unit]:
+    """A fully built tree: kbuild's gcc command of each object, rerun on the overlay."""
+    units = []
     for f in files:
         if not f.endswith(".c"):
             continue
@@ -199,12 +242,34 @@ def analyze(patch_text: str, tree: BuiltTree, workdir: Path, *, log: Path | None
         run(compile_argv(base, source=tree.source, overlay=overlay, src_file=overlay / f,
                          out=after_o, dep=objdir / f".{stem}.after.d"),
             cwd=tree.build, timeout=300, log=log)
-        b, a = ElfObject.read(before_o), ElfObject.read(after_o)
-        d = compare(b, a)
-        an.diffs[f] = d
-        an.objects[f] = (before_o, after_o)
-        an.findings.extend(analyze_objects(f, b, a, d))
-    return an
+        units.append(Unit(f, before_o, after_o))
+    return units
+
+
+def _distro_units(tree: BuiltTree, files: list[str], overlay: Path, workdir: Path,
+                  log: Path | None) -> list[Unit]:
+    """A distribution kernel: its own kbuild compiles each object; *before* must reproduce vmlinux."""
+    from patchflow.distro.objects import NotBuilt, as_in_vmlinux, compile_pair, is_module_object
+    from patchflow.distro.prepare import build_lock
+    from patchflow.livepatch.reproduce import VmlinuxImage, check_object, require_reproduced
+
+    assert tree.distro is not None
+    for f in files:
+        if f.endswith(".c") and not (tree.source / f).is_file():
+            raise UserError(f"{f}: new files are not supported by the native generator")
+    with build_lock(tree.build):
+        pairs = compile_pair(tree.distro, overlay, files, workdir / "objs", log=log)
+    units = []
+    with VmlinuxImage(tree.distro.kernel.vmlinux) as vm:
+        for p in pairs:
+            if is_module_object(tree.distro, p.obj):
+                raise NotBuilt(f"{p.obj} is built as part of a module in "
+                               f"{tree.release()}: only vmlinux functions are live patched here")
+            tu = p.obj[:-2] + ".c"
+            proof = as_in_vmlinux(tree.distro, p.before, log=log)
+            require_reproduced(check_object(proof, p.obj, tu, vm), tree.release())
+            units.append(Unit(tu, p.before, p.after))
+    return units
 
 
 def render(template: str, **ctx: Any) -> str:
@@ -263,18 +328,27 @@ def generate(patch_text: str, tree: BuiltTree, workdir: Path, *, name: str, seri
             # kbuild links one shipped object; several TUs would need a partial link first
             raise UserError("the native generator handles patches changing one .c file; "
                             f"this one changes {len(pieces)}")
+        if tree.config_enabled("CONFIG_X86_KERNEL_IBT"):
+            annotate_noendbr(pieces[0].obj, [f.new_symbol for f in funcs])
         (moddir / f"{OBJECT}_shipped").write_bytes(pieces[0].obj.to_bytes())
+        # With CONFIG_MODVERSIONS, modpost reads the CRCs of each object's exports from
+        # its .<obj>.cmd ("#SYMVER name crc"); kbuild's copy of a _shipped object writes
+        # none, so modpost stopped at ".klp_patched.o.cmd: No such file or directory".
+        # The extracted object exports nothing: an empty record is the truth
+        # (tests/integration/test_distro_livepatch.py::test_fix_builds).
+        (moddir / f".{OBJECT}.cmd").write_text(f"# {OBJECT}: extracted by patchflow, "
+                                               "no exported symbols\n")
         (moddir / "livepatch.c").write_text(render(
             "livepatch.c.j2", name=name, backend="native", series=series, object=OBJECT,
             funcs=funcs))
         (moddir / "Kbuild").write_text(render("Kbuild.j2", name=name, object=OBJECT))
-        res = run(["make", f"-j{jobs}", "-C", str(tree.build), f"M={moddir}", "modules"],
+        res = run(["make", f"-j{jobs}", "-C", str(tree.build), *tree.make_args, f"M={moddir}",
+                   "modules"],
                   env={"KBUILD_MODPOST_WARN": "1"}, timeout=900, log=log, check=False)
         ko = moddir / f"{name}.ko"
         if not res.ok or not ko.is_file():
             return StageResult("livepatch-build", Status.FAIL,
-                               "kbuild failed to build the module: "
-                               + (res.tail.strip().splitlines() or ["no output"])[-1],
+                               "kbuild failed to build the module: " + kbuild_error(res.tail),
                                sw.elapsed, details=details, log=str(log) if log else None)
         kobj = ElfObject.read(ko)
         klp_syms = klp_convert(kobj)
@@ -284,11 +358,25 @@ def generate(patch_text: str, tree: BuiltTree, workdir: Path, *, name: str, seri
             copied=tuple(sorted({c for p in pieces for c in p.copied})),
             klp_symbols=tuple(klp_syms),
             exported_refs=tuple(sorted({r for p in pieces for r in p.plain_refs})),
+            carried_tables=tuple(sorted({t for p in pieces for t in p.carried_tables})),
             forced_findings=tuple(an.findings) if force else ())
     status = Status.WARN if (force and an.findings) else Status.PASS
     return StageResult("livepatch-build", status,
                        f"built {ko.name}: replaces {', '.join(f.name for f in funcs)} "
                        f"({len(klp_syms)} klp symbol(s))", sw.elapsed, details=details)
+
+
+# "ERROR: modpost: "foo" [/tmp/m/lp_x.ko] undefined!"
+# "/tmp/m/.klp_patched.o.cmd: No such file or directory"
+# "lp_x.o: warning: objtool: data relocation to !ENDBR: __klp_new__f+0x0"
+_KBUILD_ERROR = re.compile(r"error|No such file|undefined|objtool:", re.I)
+
+
+def kbuild_error(tail: str) -> str:
+    """The line of kbuild's output that says what failed (not make's "Leaving directory")."""
+    lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    hits = [ln for ln in lines if _KBUILD_ERROR.search(ln) and not ln.startswith("make")]
+    return (hits or lines or ["no output"])[0]
 
 
 def tool_versions(tree: BuiltTree) -> dict[str, str]:

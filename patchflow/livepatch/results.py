@@ -57,6 +57,8 @@ class LivepatchBuildDetails(Details):
     copied: tuple[str, ...] = ()
     klp_symbols: tuple[str, ...] = ()
     exported_refs: tuple[str, ...] = ()
+    #: special sections whose entries for the replaced code the module carries
+    carried_tables: tuple[str, ...] = ()
     release: str = ""
     forced_findings: tuple[SafetyFinding, ...] = ()
     #: the patch and the tree it was built from (the bundle records them)

@@ -25,6 +25,9 @@ from pathlib import Path
 from patchflow.livepatch.diff import STATIC_LOCAL, ObjectDiff
 from patchflow.livepatch.elf import ElfObject
 
+#: data sections whose objects a module carries its own copy of (see extract.OWN_DATA)
+OWN_DATA = ("__dyndbg", "__dyndbg_classes")
+
 #: kinds of findings, with the explanation given to the user
 REASONS: dict[str, str] = {
     "struct-layout": "changes the layout of a struct/union: existing instances in the running "
@@ -166,12 +169,18 @@ def analyze_objects(file: str, before: ElfObject, after: ElfObject,
     out: list[SafetyFinding] = []
     for name in d.changed_data:
         info = d.after[name]
+        if info.section.startswith(".discard.") or info.section in OWN_DATA:
+            # never linked (.discard.addressable), or carried as the module's own copy
+            # (pr_debug descriptors in __dyndbg, whose line numbers move with the code)
+            continue
         if STATIC_LOCAL.match(info.name):
             out.append(finding("static-local", file, name, f"in {info.section}"))
         else:
             out.append(finding("data-init", file, name, f"in {info.section}"))
     for name in d.new_data:
         info = d.after[name]
+        if info.section.startswith(".discard.") or info.section in OWN_DATA:
+            continue
         # WARN_ONCE's flag lives in .data.once; kpatch allows new ones too
         if STATIC_LOCAL.match(info.name) and not info.section.startswith(".data.once"):
             out.append(finding("static-local", file, name, f"new, in {info.section}"))

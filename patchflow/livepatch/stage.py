@@ -19,7 +19,7 @@ from patchflow.kernel.artefacts import locate, target_lock
 from patchflow.livepatch import backends
 from patchflow.livepatch.generate import BuiltTree, generate, module_name
 from patchflow.livepatch.results import LivepatchBuildDetails
-from patchflow.livepatch.verify import VerifySpec, verify
+from patchflow.livepatch.verify import ZRAM_SETUP, VerifySpec, verify
 from patchflow.result import StageResult, Status, details_from_json
 from patchflow.workspace import Workspace, atomic_write_json
 
@@ -57,6 +57,17 @@ def base_tree(ws: Workspace, target: str) -> BuiltTree:
     return BuiltTree(wt, art.build_dir, art.vmlinux)
 
 
+def distro_tree(ctx: StageContext) -> BuiltTree:
+    """A distro target's tree: packages fetched, build dir prepared (both cached)."""
+    from patchflow.distro.stage import ensure
+
+    target = ctx.need_target(BUILD)
+    prepared, took = ensure(ctx.ws.cache, target, ctx.say, log=ctx.log)
+    ctx.say(f"{target.name}: {prepared.kernel.release} ready (fetch {took.fetch_s:.1f} s, "
+            f"prepare {took.prepare_s:.1f} s)")
+    return BuiltTree(prepared.source, prepared.build, prepared.kernel.vmlinux, distro=prepared)
+
+
 def build_module(ctx: StageContext, series: str, *, patch: Path | None = None,
                  tree: BuiltTree | None = None, backend: str = "auto", force: bool = False,
                  name: str | None = None, out: Path | None = None) -> StageResult:
@@ -72,6 +83,9 @@ def build_module(ctx: StageContext, series: str, *, patch: Path | None = None,
     mod = user_name(name, "module") if name else module_name(series)
     outdir = (out or ctx.ws.root / "livepatch" / series / (target or "custom")).absolute()
     outdir.mkdir(parents=True, exist_ok=True)
+    if tree is None and ctx.target is not None and ctx.target.distro is not None:
+        patch = patch or stored_patch(ctx.ws, series, ctx.target.name)
+        tree = distro_tree(ctx)
     if target is not None and tree is None:
         with target_lock(ctx.ws.cache, target):
             tree = base_tree(ctx.ws, target)
@@ -126,6 +140,12 @@ def verify_module(ctx: StageContext, module: Path, *, kernel: Path | None = None
     """Boot the unpatched kernel (the target's base build by default) with *module*."""
     from patchflow.livepatch.bundle import modinfo
 
+    extra: tuple[Path, ...] = ()
+    setup = ""
+    mem = 512
+    if kernel is None and ctx.target is not None and ctx.target.distro is not None:
+        kernel, extra = distro_guest(ctx)
+        setup, mem = ZRAM_SETUP, 1024
     if kernel is None:
         target = ctx.need_target(VERIFY)
         kernel = locate(ctx.ws.cache, target.name, "base").bzimage
@@ -137,13 +157,27 @@ def verify_module(ctx: StageContext, module: Path, *, kernel: Path | None = None
     spec = VerifySpec(name=user_name(name, "module"), effect_cmd=effect_cmd, expect=expect,
                       timeout=timeout if timeout is not None else lp.transition_timeout,
                       stress_seconds=stress_seconds if stress_seconds is not None
-                      else lp.stress_seconds)
-    res = verify(module, kernel, spec, cache=ctx.ws.cache_dir("livepatch"), log=ctx.log)
+                      else lp.stress_seconds, setup_cmd=setup, memcg_mb=64 if setup else 0)
+    res = verify(module, kernel, spec, cache=ctx.ws.cache_dir("livepatch"), log=ctx.log,
+                 extra_modules=extra, mem_mb=mem)
     ctx.say(f"{res.status.value}: {res.summary}")
     out = StageResult(VERIFY, res.status, res.summary, res.duration,
                       ctx.target.name if ctx.target else None, res.details, res.log)
     atomic_write_json(module.with_suffix(".verify.json"), out.to_json())
     return out
+
+
+def distro_guest(ctx: StageContext) -> tuple[Path, tuple[Path, ...]]:
+    """A distro target's own vmlinuz and the workload's modules from its image package."""
+    from patchflow.distro.guest import WORKLOAD_MODULES, module_closure
+    from patchflow.distro.stage import fetch
+
+    target = ctx.need_target(VERIFY)
+    files = fetch(ctx.ws.cache, target, ctx.say)
+    mods = module_closure(files.modules, WORKLOAD_MODULES, ctx.ws.cache_dir("livepatch", "ko"))
+    ctx.say(f"{target.name}: booting Debian's {files.vmlinuz.name} with "
+            f"{', '.join(m.name for m in mods)}")
+    return files.vmlinuz, tuple(mods)
 
 
 def run_verify(ctx: StageContext) -> StageResult:

@@ -30,6 +30,15 @@ ZRAM_SETUP = ("echo 128M > /sys/block/zram0/disksize && mkswap /dev/zram0 >/dev/
 #: the stress-ng reclaim profile run with the patch loaded: memory pressure inside a small guest
 STRESS = ("stress-ng --vm 2 --vm-bytes 75% --vm-method rand-set --page-in --timeout {seconds}s "
           "--metrics-brief")
+#: a memory cgroup (cgroup v2) the memcg profile runs in, so that it must reclaim whatever
+#: the guest's size: 75% of a 1 GiB guest never reached swap in some runs
+MEMCG_SETUP = ("mount -t cgroup2 none /sys/fs/cgroup && echo +memory > "
+               "/sys/fs/cgroup/cgroup.subtree_control && mkdir -p /sys/fs/cgroup/lp && "
+               "echo {mb}M > /sys/fs/cgroup/lp/memory.max")
+#: stress-ng inside that cgroup, asking for twice its limit
+MEMCG_STRESS = ("sh -c 'echo $$ > /sys/fs/cgroup/lp/cgroup.procs && exec stress-ng --vm 2 "
+                "--vm-bytes {bytes}M --vm-method rand-set --page-in --timeout {seconds}s "
+                "--metrics-brief'")
 
 
 @dataclass(frozen=True)
@@ -42,14 +51,23 @@ class VerifySpec:
     stress_seconds: int = 0
     #: run once before loading (e.g. zram swap, so that the stress run really reclaims)
     setup_cmd: str = ""
+    #: > 0: the stress run goes into a memory cgroup of this limit (and must reclaim)
+    memcg_mb: int = 0
+    #: replacement functions to count calls of with kprobes (``__klp_new__foo``)
+    probes: tuple[str, ...] = ()
 
 
 def snippet(spec: VerifySpec) -> str:
     from patchflow.livepatch.generate import render
 
     stress = STRESS.format(seconds=spec.stress_seconds) if spec.stress_seconds else ""
+    setup = spec.setup_cmd
+    if spec.memcg_mb and spec.stress_seconds:
+        stress = MEMCG_STRESS.format(bytes=2 * spec.memcg_mb, seconds=spec.stress_seconds)
+        setup = " && ".join(filter(None, (setup, MEMCG_SETUP.format(mb=spec.memcg_mb))))
     return render("verify.sh.j2", name=spec.name, module=GUEST_MODULE, effect_cmd=spec.effect_cmd,
-                  timeout=spec.timeout, stress_cmd=stress, setup_cmd=spec.setup_cmd)
+                  timeout=spec.timeout, stress_cmd=stress, setup_cmd=setup,
+                  probes=list(spec.probes))
 
 
 def taint_letters(value: int) -> str:
@@ -68,6 +86,31 @@ def tlb_shootdowns(interrupts: str) -> int | None:
         if parts and parts[0] == "TLB:":
             return sum(int(p) for p in parts[1:] if p.isdigit())
     return None
+
+
+def kprobe_hits(text: str, probes: tuple[str, ...]) -> dict[str, int]:
+    """Calls of each probed function from ``kprobe_profile`` (events lp1, lp2... in order).
+
+    #   lp1                                                    1234               0
+    """
+    hits: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith("lp") and parts[0][2:].isdigit():
+            i = int(parts[0][2:]) - 1
+            if 0 <= i < len(probes) and parts[1].isdigit():
+                hits[probes[i]] = int(parts[1])
+    return hits
+
+
+def vmstat(text: str) -> dict[str, int]:
+    """``/proc/vmstat`` as numbers ("pswpout 32767")."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
 
 
 def _int(text: str) -> int | None:
@@ -104,6 +147,19 @@ def judge(spec: VerifySpec, boot: StageResult, files: dict[str, bytes]) -> Stage
               f"after rollback={rollback[:80]!r}")
     if spec.stress_seconds:
         check("stress", _txt(files, "stress.rc") == "0", _txt(files, "stress")[-200:])
+    if spec.stress_seconds and spec.memcg_mb:
+        # the reclaim profile really reclaimed: pages went out to the zram swap
+        out = [vmstat(_txt(files, f"vmstat-{w}")).get("pswpout", 0) for w in ("before", "after")]
+        check("reclaim", _txt(files, "setup.rc") == "0" and out[1] > out[0],
+              f"pswpout {out[0]} -> {out[1]} in a {spec.memcg_mb} MiB memory cgroup (zram swap "
+              f"and cgroup set up: {'yes' if _txt(files, 'setup.rc') == '0' else 'no'})")
+    if spec.probes:
+        # informational where a workload cannot reach the code (prctl_set_auxv); the check
+        # fails only if the probes could not be placed on the module's functions
+        hits = kprobe_hits(_txt(files, "kprobe-profile"), spec.probes)
+        check("executed", len(hits) == len(spec.probes),
+              "; ".join(f"{p.removeprefix('__klp_new__')}: {hits[p]} calls" if p in hits
+                        else f"{p}: no probe" for p in spec.probes))
     check("disable", _txt(files, "disabled-gone") == "yes",
           f"reverse transition {_txt(files, 'disable-seconds') or '?'}s")
     check("unload", _txt(files, "rmmod.rc") == "0" and
@@ -155,15 +211,22 @@ def keep_guest_files(files: dict[str, bytes], dest: Path) -> None:
 
 
 def verify(module: Path, bzimage: Path, spec: VerifySpec, *, cache: Path, log: Path,
-           accel: str = "tcg", boot_timeout: float = 600.0) -> StageResult:
-    """Boot the unpatched *bzimage* with *module* and run every check."""
+           accel: str = "tcg", boot_timeout: float = 600.0, extra_modules: tuple[Path, ...] = (),
+           mem_mb: int = 512) -> StageResult:
+    """Boot the unpatched *bzimage* with *module* and run every check.
+
+    *extra_modules* (a distribution kernel's zram and its dependencies, in
+    load order) are insmod'ed before the checks start.
+    """
     from patchflow.boot import qemu
     from patchflow.boot.initramfs import GuestSpec, initramfs
 
+    extra = tuple((m, f"/lib/modules/extra/{i:02d}-{m.name}") for i, m in enumerate(extra_modules))
     guest = GuestSpec(snippets=(("livepatch", snippet(spec)),),
-                      files=((module, GUEST_MODULE),), stress_ng=spec.stress_seconds > 0)
+                      files=((module, GUEST_MODULE), *extra), modules=tuple(g for _m, g in extra),
+                      stress_ng=spec.stress_seconds > 0)
     initrd = initramfs(cache, guest)
     run = qemu.boot(bzimage, initrd, log=log, accel=accel, timeout=boot_timeout,
-                    stage="livepatch-verify")
+                    stage="livepatch-verify", mem_mb=mem_mb)
     keep_guest_files(run.files, log.with_name(log.name + ".files"))
     return judge(spec, run.result, run.files)

@@ -228,6 +228,9 @@ def _prepare_git(t: TargetConfig, repo: Path, upto: str | None, progress: Progre
     remote-tracking ref move, so a refused fetch changes nothing
     (tests/integration/test_tree_git.py).
     """
+    if t.git is None:
+        raise UserError(f"target {t.name} is a distribution kernel: run `patchflow distro "
+                        f"prepare {t.name}` instead")
     progress(f"{t.name}: checking {t.git.remote} {t.git.branch}")
     if gitrepo.ls_remote_heads(t.git.remote, t.git.branch) is None:
         raise NotFound(f"target {t.name}: branch {t.git.branch!r} does not exist at "
@@ -273,8 +276,8 @@ def prepare_tree(ws: Workspace, target: TargetConfig | str, upto: str | None = N
             sha, ver = _prepare_debian(ws, t, repo, upto, say)
         else:
             sha, ver = _prepare_git(t, repo, upto, say, allow_rewrite)
-        gitrepo.update_ref(repo, f"refs/heads/{t.git.branch}", sha)
-    return TargetBranch(t.name, repo, t.git.branch, sha, ver)
+        gitrepo.update_ref(repo, f"refs/heads/{t.branch}", sha)
+    return TargetBranch(t.name, repo, t.branch, sha, ver)
 
 
 def ensure_release(ws: Workspace, version: str, progress: Progress | None = None) -> str | None:
@@ -303,13 +306,13 @@ def open_tree(ws: Workspace, target: TargetConfig | str) -> TargetBranch:
     """The already prepared tree of *target*; NotFound if it was never prepared."""
     t = _target(ws, target)
     repo = repo_path(ws)
-    sha = gitrepo.rev_parse(repo, f"refs/heads/{t.git.branch}") if (repo / "HEAD").exists() \
+    sha = gitrepo.rev_parse(repo, f"refs/heads/{t.branch}") if (repo / "HEAD").exists() \
         else None
     if sha is None:
-        raise NotFound(f"target {t.name}: branch {t.git.branch} is not prepared; run "
+        raise NotFound(f"target {t.name}: branch {t.branch} is not prepared; run "
                        f"`patchflow tree prepare {t.name}`")
     text = gitrepo.show_file(repo, sha, "Makefile") or ""
-    return TargetBranch(t.name, repo, t.git.branch, sha, makefile_version(text) if text else "")
+    return TargetBranch(t.name, repo, t.branch, sha, makefile_version(text) if text else "")
 
 
 def list_trees(ws: Workspace) -> list[tuple[TargetConfig, TargetBranch | None]]:

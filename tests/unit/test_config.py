@@ -36,9 +36,13 @@ def test_faulty_config_is_named(path: Path) -> None:
 
 def test_shipped_config_is_valid() -> None:
     cfg = ConfigDir(REPO)
-    assert cfg.target_names() == ["linux-6.1.y", "linux-6.12.y", "linux-6.18.y", "linux-6.6.y"]
+    assert cfg.target_names() == ["debian12-cloud-6.1", "debian12-cloud-6.12", "linux-6.1.y",
+                                  "linux-6.12.y", "linux-6.18.y", "linux-6.6.y"]
     for t in cfg.all_targets():
-        assert t.git.branch == t.name
+        if t.distro is not None:
+            assert t.git is None and not t.kconfig and t.provider == "distro"
+            continue
+        assert t.git is not None and t.git.branch == t.name
         assert t.kconfig and all(p.is_file() for p in t.kconfig)
     s = cfg.series("batch-tlb-flush")
     assert [v.revision for v in s.versions] == [2, 3]

@@ -53,3 +53,29 @@ def test_identical_compiles_have_no_difference(tmp_path: Path) -> None:
     src = CORPUS / "inlined-static" / "before.c"
     d = compare(compile_c(src, tmp_path / "a.o"), compile_c(src, tmp_path / "b.o"))
     assert not any(typed.dump(d.summary()).values())
+
+
+COLD_SRC = """
+extern void __attribute__((cold)) report(int);
+int f(int x)
+{
+	if (__builtin_expect(x > 100, 0)) {
+		report(x);
+		report(x + %d);
+		return -1;
+	}
+	return x * 2;
+}
+"""
+
+
+def test_cold_part_folds_into_parent(tmp_path: Path) -> None:
+    objs = []
+    for n in (1, 2):
+        src = tmp_path / f"c{n}.c"
+        src.write_text(COLD_SRC % n)
+        run(["gcc", "-O2", "-ffunction-sections", "-c", str(src), "-o", str(tmp_path / f"c{n}.o")])
+        objs.append(ElfObject.read(tmp_path / f"c{n}.o"))
+    assert any(s.name == "f.cold" for s in objs[0].symbols)
+    d = compare(objs[0], objs[1])
+    assert d.changed_functions == ["f"]

@@ -79,3 +79,22 @@ def test_guest_names_stay_inside(tmp_path: Path) -> None:
     keep_guest_files({"load.rc": b"0", "../escape": b"x", "/etc/owned": b"x", "a/b": b"x"}, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["load.rc"]
     assert not (tmp_path / "escape").exists()
+
+
+def test_kprobe_hits_and_the_executed_check() -> None:
+    from patchflow.livepatch.verify import kprobe_hits
+
+    # kprobe_profile: "%-44s %15lu %15lu" (event, hits, misses)
+    profile = ("  lp1                                                    1234               0\n"
+               "  lp2                                                       0               0\n")
+    probes = ("__klp_new__send_signal_locked", "__klp_new__exit_signals")
+    assert kprobe_hits(profile, probes) == {probes[0]: 1234, probes[1]: 0}
+    spec, boot, files, _ = load("debian61-pass")
+    spec = VerifySpec(**{**spec.__dict__, "probes": probes})
+    res = judge(spec, boot, {**files, "kprobe-profile": profile.encode()})
+    d = res.detail(LivepatchVerifyDetails)
+    assert d is not None and res.status is Status.PASS
+    assert "send_signal_locked: 1234 calls; exit_signals: 0 calls" in {
+        c.check: c.detail for c in d.checks}["executed"]
+    res = judge(spec, boot, files)  # no profile: the probes were not placed
+    assert res.status is Status.FAIL and "executed" in res.summary
