@@ -364,6 +364,8 @@ def test_conflict_line_is_the_targets_in_check_and_run(repo: Path, tmp_path: Pat
     assert checked.outcome is Outcome.CONFLICT
     assert [x.where() for x in checked.spots] == [x.where() for x in s.results[0].spots] == [
         "mm/vmscan.c:31 (target) in func3()"]
+    # a file the target does not have: the patch's own line, and it says so
+    assert bpp.ConflictSpot("mm/new.c", 12, "f", side="patch").where() == "mm/new.c:12 (patch) in f()"
     # the line really is the target's: the hunk's change goes there in the stable file
     assert sh(s.worktree, "show", "HEAD:mm/vmscan.c").splitlines()[30] == "\ty <<= 1;"
 
@@ -422,8 +424,9 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
     assert res.exit_code == 1
     check = json.loads(res.stdout)
     assert check["targets"]["local"][0]["outcome"] == "conflict"
-    # --check and the real run report the same (target) line
+    # --check and the real run report the same (target) line, and say whose line it is
     assert check["targets"]["local"][0]["spots"][0]["line"] == 31
+    assert check["targets"]["local"][0]["spots"][0]["side"] == "target"
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--check"])
     assert res.exit_code == 1 and "mm/vmscan.c:31 (target) in func3()" in res.output
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local"])
