@@ -591,3 +591,19 @@ def test_lore_link_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lore.link"):
         load_workspace_config(path)
     assert load_workspace_config(tmp_path / "none.toml").lore.link == bpp.LORE_LINK
+
+
+def test_journal_of_an_older_patchflow_still_loads(repo: Path, tmp_path: Path) -> None:
+    """A session stopped by the previous release (no link, build_dir, skips) goes on."""
+    s = conflict_case(repo, tmp_path)
+    path = bps.Session.journal_path(s.worktree)
+    d = json.loads(path.read_text())
+    for key in ("link", "build_dir", "skips"):
+        del d[key]
+    for r in d["results"]:
+        for key in ("build", "built", "build_errors", "build_seconds"):
+            del r[key]
+    path.write_text(json.dumps(d))
+    old = bps.Session.load(s.worktree)
+    assert (old.link, old.build_dir, old.skips) == (bpp.LORE_LINK, "", {})
+    assert old.skip("not for this branch").phase == "done"
