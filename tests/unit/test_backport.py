@@ -533,7 +533,8 @@ SRC = "/cache/trees/src/linux-6.1.y/base"
 CMD_61 = (
     f"cmd_kernel/ptrace.o := ccache gcc -Wp,-MMD,kernel/.ptrace.o.d -nostdinc -I{SRC}/arch/x86/"
     f"include -I./arch/x86/include/generated -I{SRC}/include -I./include -include {SRC}/include/"
-    f"linux/kconfig.h -D__KERNEL__ -fmacro-prefix-map={SRC}/= -DKBUILD_MODFILE='\"kernel/ptrace\"'"
+    f"linux/kconfig.h -D__KERNEL__ -fmacro-prefix-map={SRC}/= -I{SRC} "
+    "-DKBUILD_MODFILE='\"kernel/ptrace\"'"
     " -DKBUILD_BASENAME='\"ptrace\"' -DKBUILD_MODNAME='\"ptrace\"' -DX='\"$(pound)$$\"'"
     f" -c -o kernel/ptrace.o {SRC}/kernel/ptrace.c ; ./tools/objtool/objtool --hacks=jump_label"
     " --mcount --orc --retpoline --uaccess kernel/ptrace.o\n\nsource_kernel/ptrace.o := ...\n")
@@ -556,6 +557,7 @@ def test_build_check_argv(tmp_path: Path) -> None:
     assert argv[-4:] == ["-c", "-o", "/tmp/out/ptrace.o", f"{wt}/kernel/ptrace.c"]
     assert f"-I{wt}/include" in argv and "-I./include" in argv  # generated headers: the build dir's
     assert f"-fmacro-prefix-map={wt}/=" in argv and '-DKBUILD_MODNAME="ptrace"' in argv
+    assert f"-I{wt}" in argv
     assert not any(SRC in a or "objtool" in a for a in argv)
 
 
