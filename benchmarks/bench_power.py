@@ -33,16 +33,19 @@ SHIFTS = (0.05, 0.10, 0.20, 0.30)
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--from", dest="saved", type=Path, required=True)
+    ap.add_argument("--glob", default="aa-*.json",
+                    help="which saved benches to read (any bench's rounds give paired noise "
+                         "once centred; A/A benches are the ones meant)")
     ap.add_argument("--rounds", type=int, default=0, help="[default: the benches' planned]")
     ap.add_argument("--trials", type=int, default=400)
     args = ap.parse_args()
-    benches = calibrate.details(calibrate.load_results(sorted(args.saved.glob("aa-*.json"))))
+    benches = calibrate.details(calibrate.load_results(sorted(args.saved.glob(args.glob))))
     if not benches:
-        print(f"no complete A/A bench in {args.saved}")
+        print(f"no complete bench matching {args.glob} in {args.saved}")
         return 2
     env = benches[0].environment
     plan = stats.design(args.rounds or env.reps, benches[0].comparisons[0].alpha)
-    print(f"noise: {len(benches)} A/A benches ({env.profile}, {env.vcpus} vCPUs, {env.accel}); "
+    print(f"noise: {len(benches)} benches ({args.glob}) ({env.profile}, {env.vcpus} vCPUs, {env.accel}); "
           f"design: {plan.rounds} planned rounds, alpha {plan.alpha}, first decisive look "
           f"{plan.first_decisive()}; effects simulated, {args.trials} benches per point")
     print(f"{'metric':<24} {'rounds':>6} {'noise sd':>8}  direction  "

@@ -114,7 +114,9 @@ def compile_argv(cmd: str, tree: BuildTree, worktree: Path, obj: str, out_dir: P
             w = str(out_dir / os.path.basename(obj))
         elif w.endswith(f",{dep}") and w.startswith("-Wp,"):
             w = w[: -len(dep)] + str(out_dir / os.path.basename(dep))
-        out.append(w.replace(src + "/", f"{worktree}/").replace(f"={src}", f"={worktree}"))
+        if w.endswith(src):  # "-I/src" itself (ccflags-y += -I$(srctree))
+            w = w[: -len(src)] + str(worktree)
+        out.append(w.replace(src + "/", f"{worktree}/"))
     return out
 
 

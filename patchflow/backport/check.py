@@ -103,7 +103,7 @@ def failed_spots(stderr: str, p: PatchInput, read: Callable[[str], str | None]
             texts[h.path] = text.splitlines() if text is not None else []
         lines = texts[h.path]
         spots += target_spots(lines, [h]) if lines else [
-            ConflictSpot(h.path, h.old_start, h.function)]
+            ConflictSpot(h.path, h.old_start, h.function, side="patch")]
     return spots
 
 

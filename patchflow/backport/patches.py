@@ -83,6 +83,8 @@ class ConflictSpot:
     path: str
     line: int
     function: str
+    #: "target"; "patch" only when the target has no such file, so the line is the patch's own
+    side: str = "target"
 
     def __str__(self) -> str:
         fn = f":{self.function}()" if self.function else ""
@@ -91,7 +93,7 @@ class ConflictSpot:
     def where(self) -> str:
         """How people see it, saying whose line it is: ``mm/mlock.c:408 (target) in f()``."""
         fn = f" in {self.function}()" if self.function else ""
-        return f"{self.path}:{self.line} (target){fn}"
+        return f"{self.path}:{self.line} ({self.side}){fn}"
 
 
 @dataclass

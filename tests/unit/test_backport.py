@@ -364,6 +364,8 @@ def test_conflict_line_is_the_targets_in_check_and_run(repo: Path, tmp_path: Pat
     assert checked.outcome is Outcome.CONFLICT
     assert [x.where() for x in checked.spots] == [x.where() for x in s.results[0].spots] == [
         "mm/vmscan.c:31 (target) in func3()"]
+    # a file the target does not have: the patch's own line, and it says so
+    assert bpp.ConflictSpot("mm/new.c", 12, "f", side="patch").where() == "mm/new.c:12 (patch) in f()"
     # the line really is the target's: the hunk's change goes there in the stable file
     assert sh(s.worktree, "show", "HEAD:mm/vmscan.c").splitlines()[30] == "\ty <<= 1;"
 
@@ -422,8 +424,9 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
     assert res.exit_code == 1
     check = json.loads(res.stdout)
     assert check["targets"]["local"][0]["outcome"] == "conflict"
-    # --check and the real run report the same (target) line
+    # --check and the real run report the same (target) line, and say whose line it is
     assert check["targets"]["local"][0]["spots"][0]["line"] == 31
+    assert check["targets"]["local"][0]["spots"][0]["side"] == "target"
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--check"])
     assert res.exit_code == 1 and "mm/vmscan.c:31 (target) in func3()" in res.output
     res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local"])
@@ -530,7 +533,8 @@ SRC = "/cache/trees/src/linux-6.1.y/base"
 CMD_61 = (
     f"cmd_kernel/ptrace.o := ccache gcc -Wp,-MMD,kernel/.ptrace.o.d -nostdinc -I{SRC}/arch/x86/"
     f"include -I./arch/x86/include/generated -I{SRC}/include -I./include -include {SRC}/include/"
-    f"linux/kconfig.h -D__KERNEL__ -fmacro-prefix-map={SRC}/= -DKBUILD_MODFILE='\"kernel/ptrace\"'"
+    f"linux/kconfig.h -D__KERNEL__ -fmacro-prefix-map={SRC}/= -I{SRC} "
+    "-DKBUILD_MODFILE='\"kernel/ptrace\"'"
     " -DKBUILD_BASENAME='\"ptrace\"' -DKBUILD_MODNAME='\"ptrace\"' -DX='\"$(pound)$$\"'"
     f" -c -o kernel/ptrace.o {SRC}/kernel/ptrace.c ; ./tools/objtool/objtool --hacks=jump_label"
     " --mcount --orc --retpoline --uaccess kernel/ptrace.o\n\nsource_kernel/ptrace.o := ...\n")
@@ -553,6 +557,7 @@ def test_build_check_argv(tmp_path: Path) -> None:
     assert argv[-4:] == ["-c", "-o", "/tmp/out/ptrace.o", f"{wt}/kernel/ptrace.c"]
     assert f"-I{wt}/include" in argv and "-I./include" in argv  # generated headers: the build dir's
     assert f"-fmacro-prefix-map={wt}/=" in argv and '-DKBUILD_MODNAME="ptrace"' in argv
+    assert f"-I{wt}" in argv
     assert not any(SRC in a or "objtool" in a for a in argv)
 
 
@@ -588,3 +593,19 @@ def test_lore_link_setting(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="lore.link"):
         load_workspace_config(path)
     assert load_workspace_config(tmp_path / "none.toml").lore.link == bpp.LORE_LINK
+
+
+def test_journal_of_an_older_patchflow_still_loads(repo: Path, tmp_path: Path) -> None:
+    """A session stopped by the previous release (no link, build_dir, skips) goes on."""
+    s = conflict_case(repo, tmp_path)
+    path = bps.Session.journal_path(s.worktree)
+    d = json.loads(path.read_text())
+    for key in ("link", "build_dir", "skips"):
+        del d[key]
+    for r in d["results"]:
+        for key in ("build", "built", "build_errors", "build_seconds"):
+            del r[key]
+    path.write_text(json.dumps(d))
+    old = bps.Session.load(s.worktree)
+    assert (old.link, old.build_dir, old.skips) == (bpp.LORE_LINK, "", {})
+    assert old.skip("not for this branch").phase == "done"
