@@ -375,8 +375,10 @@ _KBUILD_ERROR = re.compile(r"error|No such file|undefined|objtool:", re.I)
 def kbuild_error(tail: str) -> str:
     """The line of kbuild's output that says what failed (not make's "Leaving directory")."""
     lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    # the compiler's own "file:line:col: error: ..." says more than "cc1: some warnings..."
+    exact = [ln for ln in lines if ": error:" in ln]
     hits = [ln for ln in lines if _KBUILD_ERROR.search(ln) and not ln.startswith("make")]
-    return (hits or lines or ["no output"])[0]
+    return (exact or hits or lines or ["no output"])[0]
 
 
 def tool_versions(tree: BuiltTree) -> dict[str, str]:
