@@ -207,6 +207,8 @@ def analyze(patch_text: str, tree: BuiltTree, workdir: Path, *, log: Path | None
     overlay = workdir / "after"
     if overlay.exists():
         shutil.rmtree(overlay)
+    if tree.distro is not None:
+        _restore_source(tree.distro)
     files = overlay_tree(patch_text, tree.source, overlay)
     an = Analysis(files=files)
     an.findings.extend(analyze_diff(patch_text, tree.source))
@@ -219,6 +221,18 @@ def analyze(patch_text: str, tree: BuiltTree, workdir: Path, *, log: Path | None
         an.objects[u.tu] = (u.before, u.after)
         an.findings.extend(analyze_objects(u.tu, b, a, d))
     return an
+
+
+def _restore_source(tree: PreparedTree) -> None:
+    """Originals a killed run left swapped in the distribution source go back first.
+
+    The overlay copies the touched files from the tree: a half-swapped tree
+    made the patch itself fail to apply ("patch failed: kernel/sys.c:2142").
+    """
+    from patchflow.distro.objects import restore, source_lock
+
+    with source_lock(tree):
+        restore(tree)
 
 
 def _overlay_units(tree: BuiltTree, files: list[str], overlay: Path, workdir: Path,
