@@ -61,6 +61,40 @@ def object_for(source: Path, rel: str, _seen: frozenset[str] = frozenset()) -> s
     return object_for(source, includer, _seen | {rel})
 
 
+def required_option(source: Path, obj: str) -> str | None:
+    """The option of ``obj-$(CONFIG_X) += obj.o`` in its Makefile (None for obj-y or unknown)."""
+    path = Path(obj)
+    makefile = source / path.parent / "Makefile"
+    if not makefile.is_file():
+        return None
+    text = re.sub(r"\\\n", " ", makefile.read_text(errors="replace"))
+    mine = re.compile(rf"(?<![\w/-]){re.escape(path.stem)}\.o\b")
+    for line in text.splitlines():
+        m = re.match(r"^\s*obj-\$\((CONFIG_\w+)\)\s*[+:]?=(.*)$", line)
+        if m and mine.search(m.group(2)):
+            return m.group(1)
+    for line in text.splitlines():
+        # a part of a composite object: ext4-y := ... inode.o -> obj-$(CONFIG_EXT4_FS) += ext4.o
+        m = re.match(r"^\s*([\w-]+?)-(?:y|objs)\s*[+:]?=(.*)$", line)
+        if m and m.group(1) not in ("obj", "lib", path.stem) and mine.search(m.group(2)):
+            return required_option(source, str(path.parent / f"{m.group(1)}.o"))
+    return None
+
+
+def check_configured(tree: PreparedTree, obj: str) -> None:
+    """Refuse an object whose Makefile option this kernel has off or modular."""
+    from patchflow.distro.kernel import config_values
+
+    option = required_option(tree.source, obj)
+    if option is None:
+        return
+    value = config_values((tree.build / ".config").read_text(errors="replace")).get(option, "n")
+    if value != "y":
+        what = "builds it as a module" if value == "m" else "has it off"
+        raise NotBuilt(f"{obj} is built only with {option}, and {tree.kernel.release} {what}: "
+                       "only vmlinux functions are live patched here")
+
+
 def _includer(source: Path, path: Path) -> str | None:
     pattern = re.compile(rf'^\s*#\s*include\s+"{re.escape(path.name)}"', re.M)
     for cand in sorted((source / path.parent).glob("*.c")):
@@ -171,6 +205,8 @@ def compile_pair(tree: PreparedTree, patched: Path, files: list[str], dest: Path
     objs = sorted(by_obj)
     if not objs:
         return []
+    for obj in objs:
+        check_configured(tree, obj)
     with source_lock(tree):
         restore(tree)
         before = compile_objects(tree, objs, dest, "before", log=log)
@@ -211,7 +247,9 @@ def objtool_argv(tree: PreparedTree, config: dict[str, str], obj: Path) -> list[
     args = [flag for opt, flag in OBJTOOL_ARGS if config.get(opt) == "y"]
     if config.get("CONFIG_PREFIX_SYMBOLS") == "y":
         args.append(f"--prefix={config.get('CONFIG_FUNCTION_PADDING_BYTES', '16')}")
-    return [str(tree.build / "tools" / "objtool" / "objtool"), *args, str(obj)]
+    # --link as on vmlinux.o: objtool refuses --ibt without it ("--ibt requires --link") and
+    # then rewrites nothing, so jump-label sites stayed jmp where vmlinux has NOPs
+    return [str(tree.build / "tools" / "objtool" / "objtool"), *args, "--link", str(obj)]
 
 
 def as_in_vmlinux(tree: PreparedTree, before: Path, *, log: Path | None = None) -> Path:
@@ -230,6 +268,8 @@ def as_in_vmlinux(tree: PreparedTree, before: Path, *, log: Path | None = None) 
         return before
     copy = before.with_name(before.name.replace(".before.o", ".objtool.o"))
     shutil.copyfile(before, copy)
+    # objtool's warnings about this one object (it expects all of vmlinux) do not matter here;
+    # what it rewrote does, and the comparison judges that
     runner.run(objtool_argv(tree, config, copy), cwd=tree.build, log=log, timeout=600,
                check=False)
     return copy

@@ -56,7 +56,7 @@ KLP_REF = re.compile(r"^__klp_ref__(\d+)__(.+)$")
 NEW_PREFIX = "__klp_new__"
 #: sections whose entries for copied functions can simply be left out
 DROP_SECTIONS = re.compile(
-    r"^(?:__mcount_loc|__patchable_function_entries|\.discard\..*|\.note\..*|\.comment|"
+    r"^(?:__patchable_function_entries|\.discard\..*|\.note\..*|\.comment|"
     r"\.eh_frame|\.debug_.*|\.BTF.*|"
     r"\.ibt_endbr_seal|\.cfi_sites|\.initcall.*|\.init\..*|\.exit\..*|_*__ksymtab.*|"
     # lock-prefix locations, only used to patch LOCK out on a uniprocessor boot
@@ -101,6 +101,9 @@ TABLES: dict[str, TableSpec] = {
     ".call_sites": TableSpec("call depth tracking site", 4),
     ".orc_unwind_ip": TableSpec("ORC unwind entry", 4, companion=".orc_unwind",
                                 companion_size=6),
+    # the __fentry__ call sites: ftrace records the module's functions at load, so the new
+    # code is traceable and kprobe-able like any function (kpatch does the same)
+    "__mcount_loc": TableSpec("ftrace call site", 8),
 }
 R_X86_64_64 = 1
 #: data sections a module carries its own copy of, as any module does (dynamic debug)

@@ -207,6 +207,8 @@ def analyze(patch_text: str, tree: BuiltTree, workdir: Path, *, log: Path | None
     overlay = workdir / "after"
     if overlay.exists():
         shutil.rmtree(overlay)
+    if tree.distro is not None:
+        _restore_source(tree.distro)
     files = overlay_tree(patch_text, tree.source, overlay)
     an = Analysis(files=files)
     an.findings.extend(analyze_diff(patch_text, tree.source))
@@ -219,6 +221,18 @@ def analyze(patch_text: str, tree: BuiltTree, workdir: Path, *, log: Path | None
         an.objects[u.tu] = (u.before, u.after)
         an.findings.extend(analyze_objects(u.tu, b, a, d))
     return an
+
+
+def _restore_source(tree: PreparedTree) -> None:
+    """Originals a killed run left swapped in the distribution source go back first.
+
+    The overlay copies the touched files from the tree: a half-swapped tree
+    made the patch itself fail to apply ("patch failed: kernel/sys.c:2142").
+    """
+    from patchflow.distro.objects import restore, source_lock
+
+    with source_lock(tree):
+        restore(tree)
 
 
 def _overlay_units(tree: BuiltTree, files: list[str], overlay: Path, workdir: Path,
@@ -375,8 +389,10 @@ _KBUILD_ERROR = re.compile(r"error|No such file|undefined|objtool:", re.I)
 def kbuild_error(tail: str) -> str:
     """The line of kbuild's output that says what failed (not make's "Leaving directory")."""
     lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
+    # the compiler's own "file:line:col: error: ..." says more than "cc1: some warnings..."
+    exact = [ln for ln in lines if ": error:" in ln]
     hits = [ln for ln in lines if _KBUILD_ERROR.search(ln) and not ln.startswith("make")]
-    return (hits or lines or ["no output"])[0]
+    return (exact or hits or lines or ["no output"])[0]
 
 
 def tool_versions(tree: BuiltTree) -> dict[str, str]:

@@ -333,3 +333,23 @@ def test_gate_dry_run_plans_only_the_live_patch_stages(tmp_path: Path,
     for stage in ("backport", "livepatch-build", "livepatch-verify"):
         assert "would run" in rows[stage]
     assert "debian12-cloud-6.1: distribution kernel not fetched and prepared" in res.output
+
+
+def test_objects_of_options_this_kernel_has_off(tmp_path: Path) -> None:
+    from patchflow.distro.objects import check_configured, required_option
+
+    tree = _tree(tmp_path)
+    (tree.source / "mm").mkdir()
+    (tree.source / "mm" / "Makefile").write_text(
+        "obj-y += vmscan.o\nobj-$(CONFIG_ZSWAP) += zswap.o\nobj-$(CONFIG_ZRAM) += zram.o\n"
+        "zram-y := zcomp.o \\\n\tzram_drv.o\n")
+    tree.build.mkdir(parents=True)
+    (tree.build / ".config").write_text("# CONFIG_ZSWAP is not set\nCONFIG_ZRAM=m\n")
+    assert required_option(tree.source, "mm/vmscan.o") is None
+    assert required_option(tree.source, "mm/zram_drv.o") == "CONFIG_ZRAM"
+    check_configured(tree, "mm/vmscan.o")
+    with pytest.raises(NotBuilt, match="mm/zswap.o is built only with CONFIG_ZSWAP, and "
+                                       "6.1.0-53-cloud-amd64 has it off"):
+        check_configured(tree, "mm/zswap.o")
+    with pytest.raises(NotBuilt, match="builds it as a module"):
+        check_configured(tree, "mm/zram_drv.o")
