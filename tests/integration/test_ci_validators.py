@@ -93,8 +93,9 @@ def test_gitlab_pipeline_runs_the_demo_gate_in_gitlab_ci_local(
     doc = json.loads((merged / "results.json").read_text())
     assert doc["verdict"] == {"exit_code": 0, "status": "pass"}
     got = {r["stage"]: r["status"] for r in doc["results"]}
+    # 3 smoke rounds can never decide at alpha 0.05: the bench is inconclusive, a warning
     assert got == {"check-newer": "pass", "backport": "pass", "build-base": "pass",
-                   "build-patched": "pass", "boot": "pass", "bench": "pass",
+                   "build-patched": "pass", "boot": "pass", "bench": "warn",
                    "livepatch-build": "pass", "livepatch-verify": "pass"}
     junit = (merged / "junit.xml").read_text()
     assert junit.count("<testcase ") == 8 and "<failure" not in junit
