@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from patchflow.config import DistroKernel
-from patchflow.errors import ConfigError, UserError
+from patchflow.errors import UserError
 from patchflow.result import Progress
 
 
@@ -81,9 +81,3 @@ def config_values(text: str) -> dict[str, str]:
         elif m := re.match(r"^# (CONFIG_\w+) is not set$", line):
             out[m.group(1)] = "n"
     return out
-
-
-def need_distro(target_name: str, kernel: DistroKernel | None) -> DistroKernel:
-    if kernel is None:
-        raise ConfigError(target_name, "distro", "not a distribution kernel target")
-    return kernel

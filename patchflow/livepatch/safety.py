@@ -24,9 +24,7 @@ from pathlib import Path
 
 from patchflow.livepatch.diff import STATIC_LOCAL, ObjectDiff
 from patchflow.livepatch.elf import ElfObject
-
-#: data sections whose objects a module carries its own copy of (see extract.OWN_DATA)
-OWN_DATA = ("__dyndbg", "__dyndbg_classes")
+from patchflow.livepatch.extract import OWN_DATA
 
 #: kinds of findings, with the explanation given to the user
 REASONS: dict[str, str] = {

@@ -79,16 +79,28 @@ def test_fix_builds(prepared: PreparedTree, fix: str, function: str, tmp_path: P
 
 
 def test_static_key_fix_carries_its_jump_labels(prepared: PreparedTree, tmp_path: Path) -> None:
-    """fs/userfaultfd.c: __jump_table entries point at vmlinux keys through klp relocations."""
-    status, summary, d = _build(prepared, "fs_userfaultfd", tmp_path)
+    """mm/vmscan.c: __jump_table entries point at vmlinux's own (static, unexported) keys
+    through klp relocations; its static calls likewise."""
+    status, summary, d = _build(prepared, "mm_vmscan", tmp_path)
     assert status is Status.PASS, summary
-    assert ".klp.rela.vmlinux__jump_table" in _klp_sections(Path(d.module))
+    assert {"__jump_table", ".static_call_sites", "__mcount_loc"} <= set(d.carried_tables)
+    assert {".klp.rela.vmlinux.__jump_table", ".klp.rela.vmlinux.static_call_sites"} <= \
+        _klp_sections(Path(d.module))
+
+
+def test_alternatives_and_paravirt_are_carried(prepared: PreparedTree, tmp_path: Path) -> None:
+    """fs/proc/task_mmu.c: .altinstructions (+ replacement) and .parainstructions entries."""
+    status, summary, d = _build(prepared, "fs_proc_task_mmu", tmp_path)
+    assert status is Status.PASS, summary
+    assert {".altinstructions", ".parainstructions"} <= set(d.carried_tables)
 
 
 def test_unbuilt_file_is_refused(prepared: PreparedTree, tmp_path: Path) -> None:
     """kernel/power/wakelock.c is not built into the cloud kernel (CONFIG_PM_WAKELOCKS off)."""
-    with pytest.raises(ReproductionError, match="none of its functions is in "
-                                                "6.1.0-53-cloud-amd64's vmlinux"):
+    from patchflow.distro.objects import NotBuilt
+
+    with pytest.raises(NotBuilt, match="kernel/power/wakelock.o is built only with "
+                                       "CONFIG_PM_WAKELOCKS, and 6.1.0-53-cloud-amd64 has it off"):
         _build(prepared, "kernel_power_wakelock", tmp_path)
 
 
