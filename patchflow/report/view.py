@@ -66,6 +66,8 @@ class BackportView:
     method: str
     conflicts: tuple[ConflictView, ...]
     range_diff: str
+    #: "patch 2 (subject): why", for each patch dropped with ``backport --skip --note``
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,7 +250,8 @@ def _backport(e: Entry) -> BackportView:
         target=r.target or "", status=r.status.value, summary=r.summary, method=d.method,
         conflicts=tuple(ConflictView(str(c.patch), ", ".join(c.files),
                                      "; ".join(c.spots) or c.detail) for c in d.conflicts),
-        range_diff=d.rebase.range_diff if d.rebase else "")
+        range_diff=d.rebase.range_diff if d.rebase else "",
+        skipped=tuple(f"patch {k.patch} ({k.subject}): {k.note}" for k in d.skipped))
 
 
 def _livepatch(e: Entry, verify: Entry | None) -> LivepatchView:

@@ -204,3 +204,24 @@ def test_headline_chart_and_roi_metrics_come_from_the_bench() -> None:
     # a cost per unit of work: -82.3% of it is 1/(1-0.823)-1 = +465% more work
     assert entry["gain_pct"] == pytest.approx((1 / (1 + shoot.change) - 1) * 100, abs=1e-3)
     assert entry["gain_low_pct"] <= entry["gain_pct"] <= entry["gain_high_pct"]
+
+
+def test_report_shows_the_patches_skipped_as_not_applicable() -> None:
+    """`backport --skip --note` lands in the backport details; the report lists it."""
+    from patchflow.backport.queue import Skip
+    from patchflow.backport.stage import BackportDetails
+
+    doc = _doc()
+    skip = Skip(1, "ptrace: refuse PTRACE_SETSIGMASK on user workers", "0" * 40,
+                "6.1 has no PF_USER_WORKER")
+    entries = []
+    for e in doc.entries:
+        d = e.result.detail(BackportDetails)
+        if d is not None:
+            e = dataclasses.replace(e, result=dataclasses.replace(
+                e.result, details=dataclasses.replace(d, skipped=(skip,))))
+        entries.append(e)
+    view = build_view(dataclasses.replace(doc, entries=tuple(entries)))
+    line = "patch 1 (ptrace: refuse PTRACE_SETSIGMASK on user workers): 6.1 has no PF_USER_WORKER"
+    assert [b.skipped for b in view.backports] == [(line,)]
+    assert line in render_html(view) and line in render_markdown(view)
