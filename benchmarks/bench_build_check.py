@@ -3,11 +3,13 @@
 
 Applies each patch of MBOX onto the target's branch head in a scratch worktree
 (its checkout is not counted: a backport makes one anyway) and compiles the
-objects it touches as ``--build-check`` does, twice: cold (``CCACHE_DISABLE=1``,
-what a new patch costs) and warm (ccache may answer).  Prints one line per
-patch and the median next to the compile time of the target's base build.
+objects it touches as ``--build-check`` does, twice: without ccache
+(``CCACHE_DISABLE=1``, what a new patch costs) and through ccache (a first
+miss costs a little more; a repeat is a hit).  Prints one line per patch and
+the median next to the compile time the target's last base build recorded
+(a full build, or an incremental one when the cache was warm).
 
-    python benchmarks/bench_build_check.py [MBOX] [--target linux-6.12.y]
+    PYTHONPATH=. python3 benchmarks/bench_build_check.py [MBOX] [--target linux-6.12.y]
 
 Needs the target's base build (``patchflow build --target T --variant base``);
 run it under the heavy lock (/work/notes/coordination.md).
@@ -63,7 +65,7 @@ def main() -> None:
         wt = Path(tmp) / "wt"
         gitrepo.worktree_add(tree.repo, wt, tree.head)
         try:
-            print(f"{'#':>2} {'status':9} {'cold s':>7} {'warm s':>7}  objects  subject")
+            print(f"{'#':>2} {'status':9} {'gcc s':>7} {'ccache s':>8}  objects  subject")
             for p in patches:
                 if not gitrepo.am(wt, [p.path], three_way=False).ok:
                     print(f"{p.idx:>2} does not apply; stopping")
@@ -72,15 +74,15 @@ def main() -> None:
                 c, cold = timed(kbuild, wt, p.files, log, cold=True)
                 _, warm = timed(kbuild, wt, p.files, log, cold=False)
                 colds.append(cold)
-                print(f"{p.idx:>2} {c.status:9} {cold:7.2f} {warm:7.2f}  "
+                print(f"{p.idx:>2} {c.status:9} {cold:7.2f} {warm:8.2f}  "
                       f"{','.join(c.built) or '-'}  {p.subject[:50]}")
         finally:
             gitrepo.am_abort(wt)
             gitrepo.worktree_remove(tree.repo, wt)
     full = info.compile_seconds if info else 0.0
     if colds:
-        print(f"build-check per patch (cold, median of {len(colds)}): "
-              f"{statistics.median(colds):.2f} s; the target's full base build compiled in "
+        print(f"build-check per patch (no ccache, median of {len(colds)}): "
+              f"{statistics.median(colds):.2f} s; the target's last base build compiled for "
               f"{full:.0f} s")
 
 
