@@ -33,17 +33,24 @@ class BuiltKernel:
     bzimage: Path
 
 
+def ensure_base(ws: Workspace, target: str) -> None:
+    """Build *target*'s base kernel through patchflow's own stage unless the cache has it.
+
+    The caller holds the target's lock.
+    """
+    try:
+        locate(ws.cache, target, "base")
+    except NotFound:
+        [res] = build_from_git(ws, ws.config.target(target), None, "base", jobs=None,
+                               log_dir=ws.root / "logs", progress=lambda _m: None)
+        assert res.status.value in ("pass", "warn"), res.summary
+
+
 @pytest.fixture(scope="session")
 def base_612(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuiltKernel]:
     """The base build of linux-6.12.y (MODULES, LIVEPATCH, FTRACE, ORC), built if missing."""
     ws = Workspace.open(tmp_path_factory.mktemp("base-612") / "ws", REPO_ROOT, cache=REAL_CACHE)
-    tcfg = ws.config.target(TARGET_612)
-    with target_lock(ws.cache, tcfg.name):
-        try:
-            locate(ws.cache, tcfg.name, "base")
-        except NotFound:
-            [res] = build_from_git(ws, tcfg, None, "base", jobs=None, log_dir=ws.root / "logs",
-                                   progress=lambda _m: None)
-            assert res.status.value in ("pass", "warn"), res.summary
-        tree = base_tree(ws, tcfg.name)
-    yield BuiltKernel(tree, locate(ws.cache, tcfg.name, "base").bzimage)
+    with target_lock(ws.cache, TARGET_612):
+        ensure_base(ws, TARGET_612)
+        tree = base_tree(ws, TARGET_612)
+    yield BuiltKernel(tree, locate(ws.cache, TARGET_612, "base").bzimage)

@@ -28,14 +28,13 @@ import pytest
 
 from patchflow.backport import queue as bpq
 from patchflow.backport import stage as bpst
-from patchflow.errors import NotFound, UserError
-from patchflow.kernel.artefacts import build_dir_for, locate, target_lock
-from patchflow.kernel.stage import build_from_git
+from patchflow.errors import UserError
+from patchflow.kernel.artefacts import build_dir_for, target_lock
 from patchflow.state import State
 from patchflow.workspace import Workspace
 
 from ..conftest import REAL_CACHE, REPO_ROOT
-from .conftest import BuiltKernel
+from .conftest import BuiltKernel, ensure_base
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "backport"
 T612, T61 = "linux-6.12.y", "linux-6.1.y"
@@ -63,15 +62,9 @@ def _ws(tmp_path: Path) -> tuple[Workspace, State, Path]:
 def base_61(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """linux-6.1.y's tinyconfig base build (its O= dir), built once if the cache lacks it."""
     ws = Workspace.open(tmp_path_factory.mktemp("base-61") / "ws", REPO_ROOT, cache=REAL_CACHE)
-    tcfg = ws.config.target(T61)
-    with target_lock(ws.cache, tcfg.name):
-        try:
-            locate(ws.cache, tcfg.name, "base")
-        except NotFound:
-            [res] = build_from_git(ws, tcfg, None, "base", jobs=None, log_dir=ws.root / "logs",
-                                   progress=lambda _m: None)
-            assert res.status.value in ("pass", "warn"), res.summary
-    yield build_dir_for(ws.cache, tcfg.name)
+    with target_lock(ws.cache, T61):
+        ensure_base(ws, T61)
+    yield build_dir_for(ws.cache, T61)
 
 
 def test_build_check_names_the_patch_and_resumes(base_612: BuiltKernel, tmp_path: Path) -> None:
