@@ -123,6 +123,28 @@ class SeriesVersion:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A figure the series' authors published (a cover letter's benchmark).
+
+    The report puts patchflow's own measurement of *metric* next to it, with
+    what differs between the two set-ups (``[claim]`` in the series file).
+    """
+
+    metric: str
+    before: float
+    after: float
+    #: how the authors measured it (workload, memcg, machine), as they wrote it
+    setup: str
+    cpus: int
+    #: where it was published ("v2 cover letter")
+    source: str = ""
+
+    @property
+    def change(self) -> float:
+        return (self.after - self.before) / self.before
+
+
+@dataclass(frozen=True)
 class SeriesConfig:
     name: str
     title: str
@@ -135,6 +157,7 @@ class SeriesConfig:
     #: folder (relative to series/) holding vN.mbox threads to publish into a local mirror
     threads: str | None = None
     notes: str = ""
+    claim: Claim | None = None
 
     def version(self, revision: int) -> SeriesVersion:
         for v in self.versions:
@@ -157,6 +180,7 @@ class _SeriesFile:
     list_address: str = ""
     threads: str | None = None
     notes: str = ""
+    claim: Claim | None = None
 
 
 def load_series(path: Path) -> SeriesConfig:
@@ -178,11 +202,25 @@ def load_series(path: Path) -> SeriesConfig:
     if raw.threads is not None and (".." in Path(raw.threads).parts
                                     or Path(raw.threads).is_absolute()):
         raise ConfigError(path, "threads", "must be a folder inside series/")
+    if raw.claim is not None:
+        _check_claim(path, raw.claim)
     return SeriesConfig(name=name, title=raw.title,
                         versions=tuple(sorted(versions, key=lambda v: v.revision)),
                         upstream_base=raw.upstream_base, targets=raw.targets, path=path,
                         author=raw.author, list_address=raw.list_address, threads=raw.threads,
-                        notes=raw.notes)
+                        notes=raw.notes, claim=raw.claim)
+
+
+def _check_claim(path: Path, c: Claim) -> None:
+    from patchflow.bench.metrics import METRICS
+
+    if c.metric not in METRICS:
+        raise ConfigError(path, "claim.metric",
+                          f"unknown metric {c.metric!r} (known: {', '.join(METRICS)})")
+    if not (c.before > 0 and c.after >= 0):
+        raise ConfigError(path, "claim.before", "expected before > 0 and after >= 0")
+    if not 1 <= c.cpus <= 8192:
+        raise ConfigError(path, "claim.cpus", "expected 1 to 8192")
 
 
 #: first line of a series file written by ``patchflow series track``: such a file is
@@ -202,6 +240,10 @@ def render_series(cfg: SeriesConfig) -> str:
              f"targets = [{', '.join(q(t) for t in cfg.targets)}]", "", "[versions]"]
     for v in cfg.versions:
         lines.append(f"v{v.revision} = [{', '.join(q(m) for m in v.msgids)}]")
+    if (c := cfg.claim) is not None:
+        lines += ["", "[claim]", f"metric = {q(c.metric)}", f"before = {c.before!r}",
+                  f"after = {c.after!r}", f"setup = {q(c.setup)}", f"cpus = {c.cpus}",
+                  f"source = {q(c.source)}"]
     return "\n".join(lines) + "\n"
 
 

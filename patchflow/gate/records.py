@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from patchflow import typed
+from patchflow.config import Claim
 from patchflow.errors import UserError
 from patchflow.result import StageResult, Status, exit_code
 from patchflow.workspace import atomic_write, atomic_write_json
@@ -55,6 +56,8 @@ class SeriesBlock:
     posted: str = ""
     patches: int = 0
     cc: tuple[str, ...] = ()
+    #: the authors' own published figure (``[claim]`` of the series file)
+    claim: Claim | None = None
 
 
 @dataclass(frozen=True)

@@ -438,7 +438,7 @@ def series_block(ctx: GateContext) -> SeriesBlock:
                            or s.author, list_address=s.list_address, msgid=v.msgid,
                            subject=v.subject, cover=v.cover, posted=v.posted,
                            patches=len(ctx.state.patches(v.id)),
-                           cc=stored_recipients(Path(v.mbox_path)).everyone)
+                           cc=stored_recipients(Path(v.mbox_path)).everyone, claim=s.claim)
     msgid = ""
     if ctx.revision is not None:
         try:
@@ -446,7 +446,7 @@ def series_block(ctx: GateContext) -> SeriesBlock:
         except NotFound:
             msgid = ""
     return SeriesBlock(name=s.name, title=s.title, revision=ctx.revision, author=s.author,
-                       list_address=s.list_address, msgid=msgid)
+                       list_address=s.list_address, msgid=msgid, claim=s.claim)
 
 
 def results_doc(ctx: GateContext, run: GateRun, *, targets: Sequence[str],

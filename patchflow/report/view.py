@@ -20,6 +20,7 @@ from patchflow import stats
 from patchflow.backport.stage import BackportDetails
 from patchflow.bench.ab import BenchDetails, BenchEnvironment
 from patchflow.bench.metrics import Metric, metric
+from patchflow.config import Claim
 from patchflow.gate.records import Entry, ResultsDoc
 from patchflow.gate.registry import stage_key
 from patchflow.livepatch.results import LivepatchBuildDetails, LivepatchVerifyDetails
@@ -90,6 +91,8 @@ class BenchView:
     env_sentence: str
     emulated: bool
     metrics: tuple[MetricView, ...]
+    #: the series authors' figure next to this bench's ("" when the series has none)
+    claim_sentence: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,35 @@ def env_sentence(env: BenchEnvironment | None) -> str:
             f"{env.host_cpus}-CPU host. A {env.vcpus}-vCPU guest is not a production server: "
             "TLB shootdown costs grow with the number of CPUs, so re-measure on your hardware "
             "before budgeting with this.")
+
+
+def claim_sentence(claim: Claim | None, d: BenchDetails | None) -> str:
+    """The authors' published figure, this bench's, and what differs between the two."""
+    if claim is None or d is None:
+        return ""
+    info, env = metric(claim.metric), d.environment
+    said = (f"The series' {claim.source or 'authors'} reports {info.label} "
+            f"{claim.before:.15g} → {claim.after:.15g} {info.unit} "
+            f"({claim.change:+.1%}) with {claim.setup} on {claim.cpus} CPUs.")
+    c = d.comparison(claim.metric)
+    if c is None or c.change is None:
+        return f"{said} This bench did not measure {info.label}."
+    where = (f"{env.vcpus} vCPUs{' emulated (TCG)' if env.emulated else ''}"
+             f"{f', a {env.memcg_mb} MiB memcg' if env.memcg_mb else ''}")
+    got = f"{said} Measured here: {c.change:+.1%}"
+    if c.ci_low is None or c.ci_high is None:
+        return f"{got} on {where}, {c.verdict}: too few rounds for an interval."
+    got += f" [{c.ci_low:+.1%}, {c.ci_high:+.1%}] on {where}, {c.verdict}"
+    if c.ci_low <= claim.change <= c.ci_high:
+        rel = f"the interval contains the claimed {claim.change:+.1%}"
+    elif c.ci_high < claim.change:
+        rel = f"the whole interval is below the claimed {claim.change:+.1%}"
+    else:
+        rel = f"the whole interval is above the claimed {claim.change:+.1%}"
+    return (f"{got}; {rel}. The set-ups differ ({env.vcpus} against {claim.cpus} CPUs"
+            f"{', emulation against hardware' if env.emulated else ''}): the TLB-shootdown "
+            "cost the series saves grows with the number of CPUs, so compare the direction, "
+            "not the size.")
 
 
 def _samples(d: BenchDetails, name: str) -> tuple[list[float], list[float]]:
@@ -293,7 +325,8 @@ def build_view(doc: ResultsDoc) -> ReportView:
             environment=env_rows(d.environment) if d else (),
             env_sentence=env_sentence(d.environment if d else None),
             emulated=bool(d and d.environment.emulated),
-            metrics=_metric_views(d) if d else ()))
+            metrics=_metric_views(d) if d else (),
+            claim_sentence=claim_sentence(s.claim, d)))
         if d is not None:
             roi += roi_entries(target, d)
     verifies = {e.result.target: e for e in doc.of_stage("livepatch-verify")}

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from markupsafe import escape
 
 from patchflow.bench.ab import BenchDetails
 from patchflow.cli import cli
+from patchflow.config import Claim
 from patchflow.errors import UserError
 from patchflow.gate import records
 from patchflow.gate.records import ResultsDoc
@@ -225,3 +227,33 @@ def test_report_shows_the_patches_skipped_as_not_applicable() -> None:
     line = "patch 1 (ptrace: refuse PTRACE_SETSIGMASK on user workers): 6.1 has no PF_USER_WORKER"
     assert [b.skipped for b in view.backports] == [(line,)]
     assert line in render_html(view) and line in render_markdown(view)
+
+
+@pytest.mark.parametrize("after, relation", [
+    (35833.97, "the whole interval is above the claimed +26.9%"),
+    (53650.0, "the interval contains the claimed +90.0%"),
+    (90000.0, "the whole interval is below the claimed +218.7%"),
+])
+def test_the_series_claim_is_set_beside_the_measurement(after: float, relation: str) -> None:
+    """The authors' figure, this bench's interval, and where one lies against the other."""
+    doc = _doc()
+    claim = Claim("bogo_ops_per_s", 28238.63, after, "stress-ng --vm 16 in a 512M memcg", 16,
+                  "v2 cover letter")
+    doc = dataclasses.replace(doc, series=dataclasses.replace(doc.series, claim=claim))
+    [bv] = build_view(doc).benches
+    bench = next(e.result for e in doc.entries if e.result.stage == "bench").detail(BenchDetails)
+    assert bench is not None
+    c = bench.comparison("bogo_ops_per_s")
+    assert c is not None and c.ci_low is not None and c.ci_high is not None
+    assert (f"Measured here: {c.change:+.1%} [{c.ci_low:+.1%}, {c.ci_high:+.1%}] on 2 vCPUs "
+            f"emulated (TCG), {c.verdict}; {relation}.") in bv.claim_sentence
+    assert f"reports stress-ng throughput 28238.63 → {after:.15g} bogo ops/s" in bv.claim_sentence
+    assert "2 against 16 CPUs" in bv.claim_sentence
+    view = build_view(doc)
+    assert str(escape(bv.claim_sentence)) in render_html(view)
+    assert bv.claim_sentence in render_markdown(view)
+
+
+def test_no_claim_no_sentence() -> None:
+    [bv] = build_view(_doc()).benches
+    assert bv.claim_sentence == ""

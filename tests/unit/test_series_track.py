@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from patchflow.config import SeriesConfig, SeriesVersion, load_series, render_series, write_series
+from patchflow.config import (
+    Claim,
+    SeriesConfig,
+    SeriesVersion,
+    load_series,
+    render_series,
+    write_series,
+)
 from patchflow.errors import ConfigError
 from patchflow.lore.track import add_postings, linked_versions
 
@@ -16,7 +23,9 @@ def _cfg(path: Path) -> SeriesConfig:
     return SeriesConfig(name=path.stem, title='mm: "quoted" \\ title ü', path=path,
                         versions=(SeriesVersion(1, ("a-1@example.com",)),
                                   SeriesVersion(2, ("b-1@example.com", "b-2@example.com"))),
-                        upstream_base="deadbeef", targets=("linux-6.12.y",), author="Ädä <a@b>")
+                        upstream_base="deadbeef", targets=("linux-6.12.y",), author="Ädä <a@b>",
+                        claim=Claim("bogo_ops_per_s", 28238.63, 35833.97,
+                                    'stress-ng --vm 16 "2G"', 16, "v2 cover letter"))
 
 
 def test_render_then_load_round_trips(tmp_path: Path) -> None:
