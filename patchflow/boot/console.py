@@ -137,9 +137,11 @@ def scan(text: str, context: int = 12, max_findings: int = 20) -> ConsoleScan:
     last_finding_at = -10**9
     for i, raw in enumerate(lines):
         body = strip_timestamp(raw).strip()
-        if body.startswith(INIT) and init_seconds is None:
+        # anywhere in the line: /init's first write can follow text that ended
+        # without a newline (firmware escapes when a quiet kernel printed nothing)
+        if (at := body.find(INIT)) >= 0 and init_seconds is None:
             try:
-                init_seconds = float(body[len(INIT):].split()[0])
+                init_seconds = float(body[at + len(INIT):].split()[0])
             except (IndexError, ValueError):
                 init_seconds = None
             continue
