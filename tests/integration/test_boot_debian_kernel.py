@@ -37,10 +37,12 @@ def test_smoke_profile_metrics_parse(kernel: Path, tmp_path: Path) -> None:
     assert rep.kernel_release.startswith("6.1.0-")
     assert set(rep.metrics) == set(METRICS)
     # ranges from real runs of this profile on Debian's 6.1 cloud kernel, 2 vCPUs under TCG
-    # (measured: 73-1059 bogo ops/s, as the memcg OOM-kills and restarts the workers a
-    # different number of times per run; 36-74 function-call IPIs); a parser that loses
-    # the stress-ng YAML or the CAL row of /proc/interrupts lands outside them
-    assert 20 <= rep.metrics["bogo_ops_per_s"] <= 20000, rep.metrics
+    # (measured: 18-1059 bogo ops/s, as the memcg OOM-kills and restarts the workers a
+    # different number of times per run, and a loaded CI host slows TCG further; 36-74
+    # function-call IPIs).  A lost stress-ng YAML is an IncompleteRun (not a pass), so the
+    # throughput bound only has to catch a wrong field: 0 (a field that is not a rate) or
+    # the bogo-ops count itself (tens of thousands in a 10 s run)
+    assert 0 < rep.metrics["bogo_ops_per_s"] <= 20000, rep.metrics
     assert 10 <= rep.metrics["call_ipis"] <= 5000, rep.metrics
     # the cloud kernel has zram as a module the smoke initramfs does not carry: no reclaim,
     # and a per-page ratio of 0 rather than a division by zero
