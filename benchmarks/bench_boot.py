@@ -15,10 +15,13 @@ interleaved (today, candidate; candidate, today; ...).  Prints per candidate:
 Candidates: qboot instead of SeaBIOS, -cpu max, machine pc instead of q35,
 q35 without unused devices (SATA, SMBus, vmport, i8042, USB), i8042 probing
 off on the command line, command-line trims, initramfs compression, and the
-combination.  Raw figures (one JSON object per boot) go to --raw.
+combination.  ``--kernel NAME=BZIMAGE`` adds a candidate that boots another
+build of the same kernel with today's settings (how the bzImage's own
+compression was measured: build a copy with another CONFIG_KERNEL_* and pass
+it).  Raw figures (one JSON object per boot) go to --raw.
 
     python3 benchmarks/bench_boot.py [--runs 5] [--target linux-6.12.y] [--debian]
-        [--only qboot,i8042-off] [--raw FILE]
+        [--only qboot,i8042-off] [--kernel xz=/tmp/obj-xz/arch/x86/boot/bzImage] [--raw FILE]
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class Setting:
     cpu: str | None = None
     append: tuple[str, ...] = qemu.DEFAULT_APPEND
     compression: str = "gzip"
+    #: another bzImage instead of the one under test (--kernel)
+    kernel: Path | None = None
 
     def plus(self, *words: str) -> Setting:
         return dataclasses.replace(self, append=self.append + words)
@@ -66,7 +71,7 @@ class Setting:
 TODAY = Setting()
 
 
-def candidates() -> dict[str, Setting]:
+def candidates(extra_kernels: dict[str, Path] | None = None) -> dict[str, Setting]:
     out = {"i8042-off": TODAY.plus(*I8042_OFF), "cmdline-trims": TODAY.plus(*CMDLINE_TRIMS),
            "cpu-max": dataclasses.replace(TODAY, cpu="max"),
            "machine-pc": dataclasses.replace(TODAY, machine="pc"),
@@ -78,6 +83,8 @@ def candidates() -> dict[str, Setting]:
     out["combined"] = dataclasses.replace(TODAY.plus(*I8042_OFF, *CMDLINE_TRIMS),
                                           bios=qemu.QBOOT if qemu.QBOOT.exists() else None,
                                           machine=FEWER_DEVICES, compression="none")
+    for name, path in (extra_kernels or {}).items():
+        out[f"kernel-{name}"] = dataclasses.replace(TODAY, kernel=path)
     return out
 
 
@@ -96,7 +103,7 @@ STRESS = [False]
 
 def boot_once(ws: Workspace, kernel: Path, name: str, s: Setting, accel: str, i: int) -> Boot:
     initrd = initramfs(ws.cache, GuestSpec(compression=s.compression, stress_ng=STRESS[0]))
-    run = qemu.boot(kernel, initrd, log=ws.root / f"boot-{name}-{i}.log", accel=accel,
+    run = qemu.boot(s.kernel or kernel, initrd, log=ws.root / f"boot-{name}-{i}.log", accel=accel,
                     mem_mb=256, smp=2, timeout=120, append=s.append, machine=s.machine,
                     bios=s.bios, cpu=s.cpu)
     ok = run.result.status.value == "pass" and run.init_seconds is not None
@@ -148,7 +155,15 @@ def main() -> int:
     ap.add_argument("--raw", type=Path, default=None, help="one JSON line per boot")
     ap.add_argument("--stress", action="store_true",
                     help="the bench's initramfs (with stress-ng) instead of busybox only")
+    ap.add_argument("--kernel", action="append", default=[], metavar="NAME=BZIMAGE",
+                    help="also boot this bzImage with today's settings (candidate kernel-NAME)")
     args = ap.parse_args()
+    extra: dict[str, Path] = {}
+    for spec in args.kernel:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not Path(path).is_file():
+            ap.error(f"--kernel {spec}: want NAME=PATH to an existing bzImage")
+        extra[name] = Path(path)
     STRESS[0] = args.stress
     ws = Workspace.open(Path(tempfile.mkdtemp(prefix="bench-boot-")))
     ks = kernels(ws, args.target, args.debian)
@@ -162,7 +177,7 @@ def main() -> int:
         print(f"\n{kname}: {kernel}")
         print(f"{'candidate':<20} {'wall today':>7} {'cand.':>7} {'ratio':>6}   "
               f"{'init today':>7} {'cand.':>7} {'ratio':>6}  ok")
-        for name, s in candidates().items():
+        for name, s in candidates(extra).items():
             if wanted and name not in wanted:
                 continue
             print(pairwise(ws, kernel, name, s, choice.accel, args.runs, raw), flush=True)
