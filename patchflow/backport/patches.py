@@ -52,7 +52,7 @@ class PatchInput:
 
     @property
     def files(self) -> list[str]:
-        return [h.path for h in hunks(self.diff)]
+        return list(dict.fromkeys(h.path for h in hunks(self.diff)))
 
 
 @dataclass(frozen=True)

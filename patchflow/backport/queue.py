@@ -25,6 +25,7 @@ from patchflow import gitrepo
 from patchflow.backport.patches import (
     ACCEPTED,
     Outcome,
+    PatchResult,
     hunks,
 )
 from patchflow.backport.session import Session
@@ -78,11 +79,21 @@ def skips_of(manifest: dict[str, Any] | None) -> list[Skip]:
             for x in manifest.get("skipped", [])]
 
 
-def store(s: Session, config_root: Path, carried: Sequence[Skip] = ()) -> Path:
+#: what a stored queue's manifest says about each patch that re-applying its
+#: file cannot know again: how the patch first went in (a resolved conflict
+#: applies "clean" from the stored file) and where it came from
+PROVENANCE = ("idx", "subject", "patch_id", "outcome", "detail", "note", "spots", "files", "source_msgid")
+
+
+def store(s: Session, config_root: Path, carried: Sequence[Skip] = (),
+          stored: Sequence[dict[str, Any]] = ()) -> Path:
     """Write the finished backport as a patch queue and point its branch at it.
 
     *carried* are skips recorded by the stored queue this run re-applied (its
     patch files hold only what was applied), so a skip is never lost.
+    *stored* are that queue's manifest entries for its patch files, in order:
+    each re-applied patch keeps its :data:`PROVENANCE` from them, so a resolved
+    conflict's note survives every later run that re-applies it.
     """
     if s.phase != "done":
         raise WorkspaceError(f"backport of {s.series} onto {s.target} is not finished")
@@ -100,9 +111,7 @@ def store(s: Session, config_root: Path, carried: Sequence[Skip] = ()) -> Path:
             "base_ref": s.base_ref, "base": s.base, "head": head,
             "ref": backport_ref(s.series, s.revision, s.target),
             "stored": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "patches": [
-                {**r.to_json(), "file": files[applied.index(r)].name if r in applied else None,
-                 "source_msgid": s.patches[r.idx - 1].msgid} for r in s.results],
+            "patches": [_entry(r, files, applied, s, stored) for r in s.results],
             "skipped": [{"patch": k.patch, "subject": k.subject, "patch_id": k.patch_id,
                          "note": k.note} for k in [*skips_in(s), *carried]],
         }
@@ -121,6 +130,17 @@ def store(s: Session, config_root: Path, carried: Sequence[Skip] = ()) -> Path:
         raise
     gitrepo.update_ref(s.repo, backport_ref(s.series, s.revision, s.target), head)
     return dest
+
+
+def _entry(r: PatchResult, files: Sequence[Path], applied: list[PatchResult], s: Session,
+           stored: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    pos = applied.index(r) if r in applied else -1
+    entry = {**r.to_json(), "file": files[pos].name if pos >= 0 else None,
+             "source_msgid": s.patches[r.idx - 1].msgid}
+    # the re-applied session's patch i is the stored queue's file i
+    if stored and pos >= 0 and r.idx <= len(stored):
+        entry.update({k: stored[r.idx - 1][k] for k in PROVENANCE if k in stored[r.idx - 1]})
+    return entry
 
 
 def skips_in(s: Session) -> list[Skip]:

@@ -150,12 +150,13 @@ def _summary(s: Session, carried: int = 0) -> tuple[Status, str]:
 
 
 def _finish(ws: Workspace, state: State, s: Session, sw: Stopwatch, *, source: str = "series",
-            no_3way: Sequence[str] = (), carried: Sequence[Skip] = ()) -> StageResult:
+            no_3way: Sequence[str] = (), carried: Sequence[Skip] = (),
+            stored: Sequence[dict[str, Any]] = ()) -> StageResult:
     status, summary = _summary(s, len(carried))
     queue = ref = head = ""
     rebase: RebaseReport | None = None
     if s.phase == "done":
-        queue = str(store(s, ws.config_root, carried))
+        queue = str(store(s, ws.config_root, carried, stored))
         ref = backport_ref(s.series, s.revision, s.target)
         head = gitrepo.head(s.worktree)
         if s.previous:
@@ -244,7 +245,8 @@ def backport_version(ws: Workspace, state: State, fetched: Fetched, target: str,
                        if stored else [])
                 s.previous = manifest if rebase or manifest["base"] != tree.head else {}
                 return _finish(ws, state, s, sw, source="stored queue",
-                               carried=skips_of(manifest))
+                               carried=skips_of(manifest),
+                               stored=[p for p in manifest.get("patches", []) if p.get("file")])
             if not rebase:
                 return _stale(state, fetched, target, tree.head, tree.release, manifest, stale,
                               queue_dir(ws.config_root, fetched.series, target), sw)

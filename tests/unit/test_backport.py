@@ -441,6 +441,18 @@ def test_cli_backport_check_continue_status(tmp_path: Path, repo: Path,
     res = runner.invoke(cli, [*base, "backport", "demo", "--continue", "--note", "kept it"])
     assert res.exit_code == 0, res.output
     assert (cfg / "series/demo/backports/local/0001-mm-a.patch").exists()
+    mpath = cfg / "series/demo/backports/local/manifest.json"
+    first = json.loads(mpath.read_text())["patches"]
+    assert first[0]["outcome"] == "resolved" and first[0]["note"].endswith("kept it")
+    assert first[0]["files"] == ["mm/vmscan.c"]
+    # a second run re-applies the stored queue (the resolved patch applies "clean" from
+    # its file): the manifest keeps how each patch first went in, never loses the note
+    res = runner.invoke(cli, [*base, "backport", "demo", "-t", "local", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["results"][0]["details"]["source"] == "stored queue"
+    again = json.loads(mpath.read_text())["patches"]
+    keep = ("idx", "patch_id", "outcome", "detail", "note", "spots", "files", "source_msgid")
+    assert [{k: p[k] for k in keep} for p in again] == [{k: p[k] for k in keep} for p in first]
     res = runner.invoke(cli, [*base, "status", "demo", "--format", "json"])
     assert [(r["revision"], r["target"], r["state"]) for r in json.loads(res.stdout)["rows"]
             ] == [(1, "local", "done")]
