@@ -201,6 +201,12 @@ def range_diff_report(repo: Path, previous: dict[str, Any], s: Session) -> Rebas
         if r.outcome in (Outcome.CONFLICT, Outcome.RESOLVED) and was not in (
                 Outcome.CONFLICT.value, Outcome.RESOLVED.value):
             new_conflicts.append(r.subject)
-    rd = gitrepo.range_diff(repo, previous["base"], previous["head"], s.base,
-                            gitrepo.head(s.worktree)) if previous.get("head") else ""
+    old = (str(previous.get("base", "")), str(previous.get("head", "")))
+    missing = [c for c in old if c and gitrepo.rev_parse(repo, c) is None]
+    if missing:
+        # a queue committed on another machine: its commits were never in this repository
+        rd = (f"no range-diff: the stored queue's commit {missing[0][:12]} is not in this "
+              "repository (stored on another machine)\n")
+    else:
+        rd = gitrepo.range_diff(repo, *old, s.base, gitrepo.head(s.worktree)) if old[1] else ""
     return RebaseReport(rd, tuple(now_clean), tuple(new_conflicts))

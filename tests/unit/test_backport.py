@@ -297,6 +297,11 @@ def test_rebase_reuses_resolution_with_rerere(repo: Path, tmp_path: Path) -> Non
     report = bpq.range_diff_report(repo, manifest, s2)
     assert report.new_conflicts == () and report.now_clean == ()
     assert "mm: thirty" in report.range_diff
+    # a queue committed on another machine: its head was never in this repository
+    elsewhere = {**manifest, "head": "0123456789abcdef0123456789abcdef01234567"}
+    report = bpq.range_diff_report(repo, elsewhere, s2)
+    assert report.range_diff == ("no range-diff: the stored queue's commit 0123456789ab is not "
+                                 "in this repository (stored on another machine)\n")
 
 
 def test_check_without_worktree(repo: Path, tmp_path: Path) -> None:
