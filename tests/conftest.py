@@ -8,10 +8,24 @@ run reuses them; everything else is per test.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Take SIGINT back when the suite was started with it ignored.
+
+    A background job of a non-interactive shell (``bash .ci/run &``, nohup)
+    starts with SIGINT ignored, Python then installs no KeyboardInterrupt
+    handler, and every command a test starts inherits the ignore: the signal
+    tests would wait forever for an interrupt that never arrives.  A caught
+    signal is reset to its default on exec, so children get SIGINT back too.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REAL_CACHE = Path(os.environ.get("PATCHFLOW_CACHE")
                   or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "patchflow")

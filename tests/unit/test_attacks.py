@@ -427,7 +427,7 @@ def test_signals_interrupt_kills_the_group(tmp_path: Path) -> None:
     threading.Thread(target=interrupt, daemon=True).start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        run(["sh", "-c", cmd], timeout=600)
+        run(["sh", "-c", cmd], timeout=60)  # a lost interrupt is a failure, not a hang
     assert time.monotonic() - start < 30
     grandchild = int(pids.read_text())
     time.sleep(0.2)
