@@ -138,9 +138,13 @@ def _entry(r: PatchResult, files: Sequence[Path], applied: list[PatchResult], s:
     entry = {**r.to_json(), "file": files[pos].name if pos >= 0 else None,
              "source_msgid": s.patches[r.idx - 1].msgid}
     # the re-applied session's patch i is the stored queue's file i
-    if stored and pos >= 0 and r.idx <= len(stored):
-        entry.update({k: stored[r.idx - 1][k] for k in PROVENANCE if k in stored[r.idx - 1]})
-    return entry
+    was = stored[r.idx - 1] if pos >= 0 and r.idx <= len(stored) else {}
+    return {**entry, **{k: was[k] for k in PROVENANCE if k in was}}
+
+
+def stored_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """A stored manifest's entries for the queue's patch files, in the files' order."""
+    return [p for p in manifest.get("patches", []) if p.get("file")]
 
 
 def skips_in(s: Session) -> list[Skip]:

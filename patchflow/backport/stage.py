@@ -45,6 +45,7 @@ from patchflow.backport.queue import (
     skips_in,
     skips_of,
     store,
+    stored_entries,
     stored_patches,
 )
 from patchflow.backport.session import STOPPED, Session, start
@@ -246,7 +247,7 @@ def backport_version(ws: Workspace, state: State, fetched: Fetched, target: str,
                 s.previous = manifest if rebase or manifest["base"] != tree.head else {}
                 return _finish(ws, state, s, sw, source="stored queue",
                                carried=skips_of(manifest),
-                               stored=[p for p in manifest.get("patches", []) if p.get("file")])
+                               stored=stored_entries(manifest))
             if not rebase:
                 return _stale(state, fetched, target, tree.head, tree.release, manifest, stale,
                               queue_dir(ws.config_root, fetched.series, target), sw)
